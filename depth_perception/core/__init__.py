@@ -1,0 +1,4 @@
+"""Pure numpy/OpenCV core: camera geometry, depth encodings, clouds, metrics, baselines.
+
+Nothing here imports rclpy or torch.
+"""

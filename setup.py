@@ -1,0 +1,35 @@
+"""ament_python package `depth_perception` (also pip-installable for development)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "depth_perception"
+
+# One console entry point per node (``ros2 run depth_perception <name>``) plus the CLI.
+NODES = {
+    "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="depth_perception maintainers",
+    maintainer_email="maintainers@depth-perception.dev",
+    description="Dense metric depth for ROS 2 robots: learned completion, prompts, evaluation.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [f"{name} = {target}" for name, target in NODES.items()]
+        + ["depth-perception = depth_perception.cli:main"],
+    },
+)
