@@ -1,0 +1,115 @@
+"""Depth (+ colour) -> point-cloud buffers laid out like depth_image_proc's PointCloud2.
+
+The arrays returned here are numpy structured arrays whose memory *is* the PointCloud2 payload:
+the ROS layer only fills in the header and fields and hands ``cloud.tobytes()`` (or a
+``memoryview``) to ``PointCloud2.data``. The layouts match depth_image_proc:
+
+- ``XYZ_DTYPE``: x, y, z float32 at offsets 0, 4, 8; point_step 16 (4 bytes padding);
+- ``XYZRGB_DTYPE``: the same plus ``rgb`` float32 at offset 16; point_step 32.
+
+The ``rgb`` field follows the PCL convention: the little-endian uint32 ``0x00RRGGBB``
+reinterpreted as a float32, i.e. its four bytes in memory are B, G, R, 0. Clouds are organized
+(height x width, row-major like the image) with NaN x/y/z where depth is invalid, as
+depth_image_proc publishes them; :func:`valid_points` drops those for unorganized consumers.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from depth_perception.core.camera import Intrinsics
+
+_F4 = np.dtype("<f4")
+
+XYZ_DTYPE = np.dtype(
+    {"names": ["x", "y", "z"], "formats": [_F4] * 3, "offsets": [0, 4, 8], "itemsize": 16}
+)
+XYZRGB_DTYPE = np.dtype(
+    {
+        "names": ["x", "y", "z", "rgb"],
+        "formats": [_F4] * 4,
+        "offsets": [0, 4, 8, 16],
+        "itemsize": 32,
+    }
+)
+
+
+def _check_rgb(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"colour image must be (H, W, 3) RGB, got shape {rgb.shape}")
+    if rgb.shape[:2] != shape:
+        raise ValueError(
+            f"colour image is {rgb.shape[1]}x{rgb.shape[0]} but depth is {shape[1]}x{shape[0]}; "
+            "register/resize the colour image to the depth camera first"
+        )
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"colour image must be uint8, got {rgb.dtype}")
+    return rgb
+
+
+def _bgr0(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) -> uint32 (...) whose four bytes in memory are B, G, R, 0."""
+    shape = rgb.shape[:-1]
+    flat = np.ascontiguousarray(rgb).reshape(-1, 1, 3)
+    # cvtColor reorders and widens in one optimized pass (several times faster than numpy's
+    # strided byte shuffling); its alpha of 255 is then cleared to the 0 PCL expects.
+    bgra = cv2.cvtColor(flat, cv2.COLOR_RGB2BGRA)
+    bgra[..., 3] = 0
+    return bgra.view(np.uint32).reshape(shape)
+
+
+def _xyz_into(words: np.ndarray, depth: np.ndarray, intr: Intrinsics) -> None:
+    """Write back-projected points into float32 words 0..2 of each point, zero word 3."""
+    points = intr.backproject(depth)
+    # One component at a time: numpy copies long strided rows far faster than (..., 3) blocks.
+    for i in range(3):
+        words[..., i] = points[..., i]
+    words[..., 3] = 0.0  # padding: deterministic bytes on the wire
+
+
+def depth_to_xyz(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """Depth in metres (H, W) -> organized (H, W) ``XYZ_DTYPE`` cloud; NaN points where invalid."""
+    cloud = np.empty((intr.height, intr.width), dtype=XYZ_DTYPE)
+    # View the one buffer as 4 float32 words per point and fill it in place.
+    _xyz_into(cloud.view(_F4).reshape(intr.height, intr.width, 4), depth, intr)
+    return cloud
+
+
+def depth_to_xyzrgb(depth: np.ndarray, rgb: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """Depth (H, W) metres + uint8 RGB (H, W, 3) -> organized (H, W) ``XYZRGB_DTYPE`` cloud.
+
+    The colour must already be registered to the depth image (same size and pixel grid).
+    """
+    rgb = _check_rgb(rgb, (intr.height, intr.width))
+    cloud = np.empty((intr.height, intr.width), dtype=XYZRGB_DTYPE)
+    words = cloud.view(_F4).reshape(intr.height, intr.width, 8)
+    _xyz_into(words[..., 0:4], depth, intr)
+    for i in (5, 6, 7):  # padding, one word at a time (see _xyz_into)
+        words[..., i] = 0.0
+    # Bytes 16..19 of each point are B, G, R, 0: copy them in as one 32-bit word.
+    cloud.view(np.uint32).reshape(intr.height, intr.width, 8)[..., 4] = _bgr0(rgb)
+    return cloud
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) -> float32 (...) whose bytes are B, G, R, 0 (PCL's packed rgb)."""
+    rgb = np.asarray(rgb)
+    if rgb.shape[-1:] != (3,) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (..., 3) RGB, got {rgb.dtype} {rgb.shape}")
+    return _bgr0(rgb).view(_F4)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Packed float32 rgb (...) -> uint8 RGB (..., 3); inverse of :func:`pack_rgb`."""
+    # Contiguous little-endian float32 so the byte view is exactly the wire bytes.
+    packed = np.ascontiguousarray(packed, dtype=_F4)
+    raw = packed.view(np.uint8).reshape(packed.shape + (4,))
+    return raw[..., 2::-1].copy()
+
+
+def valid_points(cloud: np.ndarray) -> np.ndarray:
+    """The points of ``cloud`` with finite x, y and z, as a 1-D array in row-major order."""
+    keep = np.isfinite(cloud["x"]) & np.isfinite(cloud["y"]) & np.isfinite(cloud["z"])
+    return cloud[keep]

@@ -1,0 +1,212 @@
+"""The ROS front end shared by every depth-completion node (classical fill, LingBot-Depth, ...).
+
+colour + registered depth + camera_info (approximate sync, SensorData QoS)
+  -> newest-frame worker -> engine.complete() -> depth / confidence / cloud / status / diagnostics
+
+Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside its camera:
+
+  in:  rgb/image_rect_color, rgb/camera_info, depth_registered/image_rect
+  out: depth_completed/image (32FC1 m), depth_completed/image_mm (16UC1, optional),
+       depth_completed/confidence (32FC1, when the engine estimates it),
+       depth_completed/camera_info, depth_completed/points (organized xyzrgb),
+       depth_completed/status (depth_perception_msgs/CompletionStatus), /diagnostics
+
+When the engine is slower than the camera, only the newest synchronized frame waits for the
+worker; older ones are counted as skipped, so latency never grows with a backlog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from depth_perception_msgs.msg import CompletionStatus
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from depth_perception.core.depth import valid_ratio
+from depth_perception.engines.base import CompletionEngine
+from depth_perception.ros.conversions import (
+    CvBridgeError,
+    camera_info_to_intrinsics,
+    depth_image_to_metres,
+    depth_to_pointcloud2,
+    image_to_rgb,
+    intrinsics_to_camera_info,
+    metres_to_depth_image,
+)
+from depth_perception.ros.diagnostics import OK, DiagnosticsReporter
+from depth_perception.ros.qos import reliable_qos, sensor_data_qos
+from depth_perception.ros.sync import SyncedSubscriptions
+
+INPUT_TOPICS = ("rgb/image_rect_color", "depth_registered/image_rect", "rgb/camera_info")
+OUTPUT_PREFIX = "depth_completed"
+
+
+@dataclass
+class _SyncedFrame:
+    rgb: Image
+    depth: Image
+    info: CameraInfo
+    received: float  # time.monotonic() when the set was complete
+
+
+class DepthCompletionNode(Node):
+    """Base node: subclasses only build the engine (``make_engine``) and declare its parameters."""
+
+    def __init__(self, node_name: str, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter("queue_size", 10)
+        self.declare_parameter("slop", 0.05)
+        self.declare_parameter("qos_depth", 5)
+        self.declare_parameter("publish_cloud", True)
+        self.declare_parameter("publish_depth_mm", False)
+        self.declare_parameter("publish_confidence", True)
+        self.declare_parameter("diagnostics_period", 1.0)
+        p = self.get_parameter
+
+        self.engine: CompletionEngine = self.make_engine()
+        self.get_logger().info(f"engine: {self.engine.model_id}")
+
+        out_qos = reliable_qos(depth=5)
+        self._pub_depth = self.create_publisher(Image, f"{OUTPUT_PREFIX}/image", out_qos)
+        self._pub_info = self.create_publisher(CameraInfo, f"{OUTPUT_PREFIX}/camera_info", out_qos)
+        self._pub_status = self.create_publisher(
+            CompletionStatus, f"{OUTPUT_PREFIX}/status", out_qos
+        )
+        self._pub_depth_mm = (
+            self.create_publisher(Image, f"{OUTPUT_PREFIX}/image_mm", out_qos)
+            if p("publish_depth_mm").value
+            else None
+        )
+        self._pub_conf = (
+            self.create_publisher(Image, f"{OUTPUT_PREFIX}/confidence", out_qos)
+            if p("publish_confidence").value
+            else None
+        )
+        self._pub_cloud = (
+            self.create_publisher(PointCloud2, f"{OUTPUT_PREFIX}/points", out_qos)
+            if p("publish_cloud").value
+            else None
+        )
+
+        self.diagnostics = DiagnosticsReporter(
+            self,
+            task_name="depth completion",
+            hardware_id=self.get_namespace(),
+            period_s=float(p("diagnostics_period").value),
+        )
+        self._processed = 0
+        self._skipped = 0
+        self._input_errors = 0
+        self._pending: _SyncedFrame | None = None
+        self._wake = threading.Condition()
+        self._stopping = False
+
+        self._sync = SyncedSubscriptions(
+            self,
+            [(Image, INPUT_TOPICS[0]), (Image, INPUT_TOPICS[1]), (CameraInfo, INPUT_TOPICS[2])],
+            sensor_data_qos(depth=int(p("qos_depth").value)),
+            queue_size=int(p("queue_size").value),
+            slop=float(p("slop").value),
+            callback=self._on_synced,
+        )
+        self._worker = threading.Thread(target=self._work, name="completion", daemon=True)
+        self._worker.start()
+
+    # -- to be provided by subclasses -------------------------------------------------------
+    def make_engine(self) -> CompletionEngine:
+        raise TypeError(f"{type(self).__name__} must implement make_engine()")
+
+    # -- input side --------------------------------------------------------------------------
+    def _on_synced(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
+        frame = _SyncedFrame(rgb, depth, info, time.monotonic())
+        with self._wake:
+            if self._pending is not None:
+                self._skipped += 1  # the worker never got to it: a newer frame replaces it
+            self._pending = frame
+            self._wake.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._pending is not None or self._stopping)
+                if self._stopping:
+                    return
+                frame, self._pending = self._pending, None
+            self._process_safely(frame)
+
+    def _process_safely(self, frame: _SyncedFrame) -> None:
+        try:
+            self._process(frame)
+        except (ValueError, CvBridgeError) as exc:  # malformed or unsupported input
+            self._input_errors += 1
+            self.diagnostics.error(f"bad input frame dropped: {exc}")
+        except Exception as exc:  # keep serving the next frame whatever the engine did
+            self._input_errors += 1
+            self.get_logger().error(traceback.format_exc(), throttle_duration_sec=10.0)
+            self.diagnostics.error(f"processing failed: {type(exc).__name__}: {exc}")
+
+    # -- processing --------------------------------------------------------------------------
+    def _process(self, frame: _SyncedFrame) -> None:
+        depth = depth_image_to_metres(frame.depth)
+        rgb = image_to_rgb(frame.rgb)
+        height, width = depth.shape
+        intrinsics = camera_info_to_intrinsics(frame.info)
+        if intrinsics.fx <= 0 or intrinsics.fy <= 0:
+            raise ValueError(f"camera_info has no valid focal length (K={list(frame.info.k)})")
+        if intrinsics.size != (width, height):
+            # camera_info of another resolution of the same (registered) camera
+            intrinsics = intrinsics.scaled(width, height)
+        if rgb.shape[:2] != (height, width):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+        result = self.engine.complete(rgb, depth, intrinsics)
+        header = frame.depth.header  # outputs describe the registered depth image
+        self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
+        self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
+        if self._pub_depth_mm is not None:
+            self._pub_depth_mm.publish(metres_to_depth_image(result.depth, header, "16UC1"))
+        if self._pub_conf is not None and result.confidence is not None:
+            conf = np.ascontiguousarray(result.confidence, dtype=np.float32)
+            self._pub_conf.publish(metres_to_depth_image(conf, header, "32FC1"))
+        if self._pub_cloud is not None:
+            self._pub_cloud.publish(depth_to_pointcloud2(result.depth, intrinsics, header, rgb=rgb))
+
+        self._processed += 1
+        latency_ms = (time.monotonic() - frame.received) * 1e3
+        in_ratio, out_ratio = valid_ratio(depth), valid_ratio(result.depth)
+        stats = self._sync.stats()
+        status = CompletionStatus()
+        status.header = header
+        status.model_id = self.engine.model_id
+        status.input_valid_ratio = float(in_ratio)
+        status.output_valid_ratio = float(out_ratio)
+        status.latency_ms = float(latency_ms)
+        status.frames_processed = self._processed
+        status.frames_skipped = self._skipped
+        status.messages_unmatched = stats.total_unmatched
+        self._pub_status.publish(status)
+        self.diagnostics.update(
+            OK,
+            "completing depth",
+            model_id=self.engine.model_id,
+            frames_processed=self._processed,
+            frames_skipped=self._skipped,
+            messages_unmatched=stats.total_unmatched,
+            input_errors=self._input_errors,
+            latency_ms=f"{latency_ms:.1f}",
+            input_valid_ratio=f"{in_ratio:.3f}",
+            output_valid_ratio=f"{out_ratio:.3f}",
+        )
+
+    def destroy_node(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()

@@ -1,0 +1,28 @@
+"""depth_fill_node: classical hole filling of registered depth (the baseline; no model).
+
+Parameters (config/depth_fill.yaml): ``method`` (nearest | inpaint_telea | inpaint_ns | ipbasic)
+plus those of every completion node (see depth_perception.ros.completion_node).
+"""
+
+from __future__ import annotations
+
+from depth_perception.engines.classical import ClassicalFillEngine
+from depth_perception.ros.completion_node import DepthCompletionNode
+from depth_perception.ros.spin import spin_node
+
+
+class DepthFillNode(DepthCompletionNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("depth_fill_node", **kwargs)
+
+    def make_engine(self) -> ClassicalFillEngine:
+        method = self.declare_parameter("method", "nearest").value
+        return ClassicalFillEngine(method)
+
+
+def main(args: list[str] | None = None) -> None:
+    spin_node(DepthFillNode, args)
+
+
+if __name__ == "__main__":
+    main()

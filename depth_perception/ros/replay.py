@@ -1,0 +1,174 @@
+"""Replay decoded frames to a depth node over DDS and collect what it publishes.
+
+The client plays the camera driver: colour (rgb8), registered depth (16UC1 mm, as RealSense /
+Orbbec drivers publish) and camera_info with one stamp per frame, under the node's namespace.
+It collects ``depth_completed/image`` and ``depth_completed/status`` by stamp.
+
+Two pacings:
+- lockstep (``rate=None``): publish a frame, wait for its result, then the next one. The
+  evaluation sees every frame, at whatever speed the pipeline manages.
+- timed (``rate=r``): publish at the bag's stamps sped up r times without waiting, as a live camera
+  would; frames the node skips (newest-frame policy) simply have no result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from depth_perception_msgs.msg import CompletionStatus
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from depth_perception.io.frames import RGBDFrame
+from depth_perception.ros.completion_node import INPUT_TOPICS, OUTPUT_PREFIX
+from depth_perception.ros.conversions import (
+    depth_image_to_metres,
+    intrinsics_to_camera_info,
+    metres_to_depth_image,
+    numpy_to_image,
+)
+from depth_perception.ros.qos import reliable_qos
+
+
+@dataclass
+class ReplayResult:
+    frame: RGBDFrame
+    depth: np.ndarray | None  # published completed depth (m), None if nothing came back
+    status: CompletionStatus | None
+    round_trip_ms: float | None  # publish -> result received (lockstep pacing only)
+
+
+def stamp_to_msg(stamp_ns: int) -> Time:
+    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+
+
+def stamp_from_msg(stamp: Time) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class ReplayClient:
+    """A camera-driver stand-in with its own rclpy context (safe beside other nodes in-process)."""
+
+    def __init__(self, namespace: str = "/camera", node_name: str = "depth_replay") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(node_name, namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        qos = reliable_qos(depth=10)
+        self._pub_rgb = self.node.create_publisher(Image, INPUT_TOPICS[0], qos)
+        self._pub_depth = self.node.create_publisher(Image, INPUT_TOPICS[1], qos)
+        self._pub_info = self.node.create_publisher(CameraInfo, INPUT_TOPICS[2], qos)
+        self._depth_out: dict[int, Image] = {}
+        self._status_out: dict[int, CompletionStatus] = {}
+        self.node.create_subscription(
+            Image, f"{OUTPUT_PREFIX}/image", self._on_depth, reliable_qos(depth=50)
+        )
+        self.node.create_subscription(
+            CompletionStatus, f"{OUTPUT_PREFIX}/status", self._on_status, reliable_qos(depth=50)
+        )
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_out[stamp_from_msg(msg.header.stamp)] = msg
+
+    def _on_status(self, msg: CompletionStatus) -> None:
+        self._status_out[stamp_from_msg(msg.header.stamp)] = msg
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=min(0.01, max(0.0, end - time.monotonic())))
+
+    def wait_for_node(self, timeout_s: float = 20.0) -> bool:
+        """Wait until the node under test subscribes to our inputs and publishes its outputs."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            connected = all(
+                p.get_subscription_count() > 0
+                for p in (self._pub_rgb, self._pub_depth, self._pub_info)
+            )
+            outputs = self.node.count_publishers(
+                self.node.resolve_topic_name(f"{OUTPUT_PREFIX}/image")
+            )
+            if connected and outputs > 0:
+                self.spin_for(0.3)  # let the reverse (output) matching settle too
+                return True
+            self.spin_for(0.05)
+        return False
+
+    def publish(self, frame: RGBDFrame) -> None:
+        header = Header(stamp=stamp_to_msg(frame.stamp_ns), frame_id=frame.frame_id)
+        self._pub_info.publish(intrinsics_to_camera_info(frame.intrinsics, header))
+        self._pub_rgb.publish(numpy_to_image(frame.rgb, "rgb8", header))
+        self._pub_depth.publish(metres_to_depth_image(frame.depth, header, "16UC1"))
+
+    def _take(self, stamp_ns: int) -> tuple[np.ndarray | None, CompletionStatus | None]:
+        msg = self._depth_out.pop(stamp_ns, None)
+        depth = depth_image_to_metres(msg) if msg is not None else None
+        return depth, self._status_out.pop(stamp_ns, None)
+
+    def run(
+        self,
+        frames: Iterable[RGBDFrame],
+        rate: float | None = None,
+        timeout_s: float = 30.0,
+    ) -> Iterator[ReplayResult]:
+        if rate is None:
+            yield from self._run_lockstep(frames, timeout_s)
+        else:
+            yield from self._run_timed(frames, rate, timeout_s)
+
+    def _run_lockstep(
+        self, frames: Iterable[RGBDFrame], timeout_s: float
+    ) -> Iterator[ReplayResult]:
+        for frame in frames:
+            t0 = time.monotonic()
+            self.publish(frame)
+            end = t0 + timeout_s
+            while time.monotonic() < end and not (
+                frame.stamp_ns in self._depth_out and frame.stamp_ns in self._status_out
+            ):
+                self.executor.spin_once(timeout_sec=0.005)
+            received = frame.stamp_ns in self._depth_out
+            round_trip = (time.monotonic() - t0) * 1e3 if received else None
+            depth, status = self._take(frame.stamp_ns)
+            yield ReplayResult(frame, depth, status, round_trip)
+
+    def _run_timed(
+        self, frames: Iterable[RGBDFrame], rate: float, timeout_s: float
+    ) -> Iterator[ReplayResult]:
+        sent: list[RGBDFrame] = []
+        t_start = first_stamp = None
+        for frame in frames:
+            if t_start is None:
+                t_start, first_stamp = time.monotonic(), frame.stamp_ns
+            due = t_start + (frame.stamp_ns - first_stamp) * 1e-9 / rate
+            while time.monotonic() < due:
+                self.executor.spin_once(timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+            self.publish(frame)
+            sent.append(frame)
+        # Results of the last frames may still be on their way.
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and sent and sent[-1].stamp_ns not in self._status_out:
+            self.executor.spin_once(timeout_sec=0.01)
+        self.spin_for(0.2)
+        for frame in sent:
+            depth, status = self._take(frame.stamp_ns)
+            yield ReplayResult(frame, depth, status, None)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def __enter__(self) -> ReplayClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

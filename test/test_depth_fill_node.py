@@ -1,0 +1,231 @@
+"""depth_fill_node end to end over real DDS: the console script launched like `ros2 run`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from depth_perception_msgs.msg import CompletionStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from depth_perception.core.baselines import fill_nearest
+from depth_perception.core.camera import Intrinsics
+from depth_perception.core.depth import depth_from_mm, depth_to_mm
+from depth_perception.engines.base import CompletionResult
+from depth_perception.io.frames import RGBDFrame
+from depth_perception.paths import config_file
+from depth_perception.ros.conversions import (
+    depth_image_to_metres,
+    intrinsics_to_camera_info,
+    numpy_to_image,
+    pointcloud2_to_array,
+)
+from depth_perception.ros.launcher import NodeProcess
+from depth_perception.ros.qos import reliable_qos
+from depth_perception.ros.replay import ReplayClient
+
+W, H = 64, 48
+INTR = Intrinsics(W, H, fx=50.0, fy=52.0, cx=31.5, cy=23.0, frame_id="cam_color_optical_frame")
+
+
+def make_frame(i: int, seed: int = 0) -> RGBDFrame:
+    """A wall at 2 m with a box at 1 m, 30 % random holes; sensor depth quantized to mm."""
+    rng = np.random.default_rng(seed + i)
+    gt = np.full((H, W), 2.0, np.float32)
+    gt[15:30, 20:40] = 1.0
+    raw = np.where(rng.random((H, W)) < 0.3, np.nan, gt).astype(np.float32)
+    raw = depth_from_mm(depth_to_mm(raw))  # what a 16UC1 camera can say
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return RGBDFrame(stamp_ns=1_700_000_000_000_000_000 + i * 33_000_000, rgb=rgb, depth=raw,
+                     intrinsics=INTR, gt_depth=gt)
+
+
+class Collector:
+    """Subscribes to every output of a completion node in its own context."""
+
+    def __init__(self, namespace: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("collector", namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.msgs: dict[str, list] = {}
+        qos = reliable_qos(depth=50)
+        for topic, kind in [("depth_completed/image", Image), ("depth_completed/image_mm", Image),
+                            ("depth_completed/points", PointCloud2),
+                            ("depth_completed/camera_info", CameraInfo),
+                            ("depth_completed/status", CompletionStatus),
+                            ("/diagnostics", DiagnosticArray)]:
+            self.msgs[topic] = []
+            self.node.create_subscription(kind, topic, self.msgs[topic].append, qos)
+
+    def spin_until(self, predicate, timeout: float = 15.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def fill_node(tmp_path_factory):
+    namespace = f"/fill_test_{id(object()) % 100000}"
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    node = NodeProcess("depth_fill_node", params_file=config_file("depth_fill.yaml"),
+                       namespace=namespace, parameters={"publish_depth_mm": True,
+                                                        "diagnostics_period": 0.2},
+                       log_path=log).start()
+    collector = Collector(namespace)
+    client = ReplayClient(namespace)
+    assert client.wait_for_node(20.0), log.read_text()
+    yield node, client, collector, log
+    client.close()
+    collector.close()
+    assert node.stop() == 0, log.read_text()  # SIGINT -> clean shutdown, exit code 0
+
+
+def _by_stamp(msgs, stamp_ns):
+    for m in msgs:
+        if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns:
+            return m
+    return None
+
+
+def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
+    node, client, collector, log = fill_node
+    frame = make_frame(0)
+    results = list(client.run([frame], timeout_s=20.0))
+    assert results[0].depth is not None, log.read_text()
+    stamp = frame.stamp_ns
+    assert collector.spin_until(lambda: all(
+        _by_stamp(collector.msgs[t], stamp) is not None
+        for t in ("depth_completed/image", "depth_completed/image_mm", "depth_completed/points",
+                  "depth_completed/camera_info", "depth_completed/status")))
+    expected = fill_nearest(frame.depth)
+
+    depth_msg = _by_stamp(collector.msgs["depth_completed/image"], stamp)
+    assert depth_msg.encoding == "32FC1"
+    assert depth_msg.header.frame_id == "cam_color_optical_frame"
+    np.testing.assert_array_equal(depth_image_to_metres(depth_msg), expected)
+
+    mm_msg = _by_stamp(collector.msgs["depth_completed/image_mm"], stamp)
+    assert mm_msg.encoding == "16UC1"
+    np.testing.assert_array_equal(
+        np.frombuffer(bytes(mm_msg.data), np.uint16).reshape(H, W), depth_to_mm(expected))
+
+    cloud = _by_stamp(collector.msgs["depth_completed/points"], stamp)
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 32, False)
+    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8),
+                                                           ("rgb", 16)]
+    pts = pointcloud2_to_array(cloud)
+    v, u = np.mgrid[0:H, 0:W]
+    np.testing.assert_allclose(pts["z"], expected, rtol=1e-6)
+    np.testing.assert_allclose(pts["x"], (u - INTR.cx) * expected / INTR.fx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pts["y"], (v - INTR.cy) * expected / INTR.fy, rtol=1e-5, atol=1e-6)
+    raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(H, W, 32)
+    np.testing.assert_array_equal(raw[..., 16:19], frame.rgb[..., ::-1])  # B, G, R
+
+    info = _by_stamp(collector.msgs["depth_completed/camera_info"], stamp)
+    np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), INTR.K)
+
+    status = _by_stamp(collector.msgs["depth_completed/status"], stamp)
+    assert status.model_id == "classical/nearest"
+    assert status.input_valid_ratio == pytest.approx(np.isfinite(frame.depth).mean(), abs=1e-6)
+    assert status.output_valid_ratio == pytest.approx(1.0)
+    assert status.frames_processed >= 1
+
+
+def _diagnostic_statuses(collector):
+    return [s for arr in collector.msgs["/diagnostics"] for s in arr.status
+            if "depth_fill_node" in s.name]
+
+
+def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
+    node, client, collector, log = fill_node
+    header = Header(stamp=Time(sec=42, nanosec=0), frame_id="cam_color_optical_frame")
+    bad_depth = numpy_to_image(np.zeros((H, W, 3), np.uint8), "bgr8", header)  # not a depth
+    client._pub_info.publish(intrinsics_to_camera_info(INTR, header))
+    client._pub_rgb.publish(numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", header))
+    client._pub_depth.publish(bad_depth)
+    assert collector.spin_until(
+        lambda: any(s.level == DiagnosticStatus.ERROR for s in _diagnostic_statuses(collector)), timeout=15.0)
+    error = next(s for s in _diagnostic_statuses(collector) if s.level == DiagnosticStatus.ERROR)
+    assert "bgr8" in error.message
+    assert node.alive()
+    # The next good frame is still completed.
+    frame = make_frame(5)
+    results = list(client.run([frame], timeout_s=20.0))
+    assert results[0].depth is not None
+    np.testing.assert_array_equal(results[0].depth, fill_nearest(frame.depth))
+
+
+class _GatedEngine:
+    """An engine that holds its first frame until released: a model slower than the camera."""
+
+    model_id = "test/gated"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def complete(self, rgb, depth, intrinsics):
+        self.started.set()
+        self.release.wait(20.0)
+        return CompletionResult(depth=fill_nearest(depth))
+
+
+def test_slow_engine_processes_newest_frame_and_counts_skipped():
+    from depth_perception.ros.nodes.depth_fill_node import DepthFillNode
+
+    engine = _GatedEngine()
+
+    class GatedNode(DepthFillNode):
+        def make_engine(self):
+            return engine
+
+    namespace = "/gated_test"
+    rclpy.init()
+    node = GatedNode(namespace=namespace)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = ReplayClient(namespace)
+    try:
+        assert client.wait_for_node(20.0)
+        frames = [make_frame(i) for i in range(6)]
+        client.publish(frames[0])
+        assert engine.started.wait(10.0)
+        for f in frames[1:]:
+            client.publish(f)
+            client.spin_for(0.05)
+        client.spin_for(0.5)  # all sets delivered and synchronized while the engine is busy
+        matched = node._sync.stats().matched
+        engine.release.set()
+        last = frames[-1].stamp_ns
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end and last not in client._status_out:
+            client.executor.spin_once(timeout_sec=0.02)
+        status = client._status_out[last]  # the newest frame is always processed
+        assert status.frames_processed == 2
+        assert status.frames_skipped == matched - 2
+        assert matched == 6
+    finally:
+        engine.release.set()
+        client.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown()
