@@ -15,15 +15,15 @@ demo: bootstrap
 	@$(ENV); $(LOCAL_DDS) depth-perception demo --out out/demo
 
 test: bootstrap
-	@$(ENV); ruff check depth_perception training test bench launch scripts
+	@$(ENV); ruff check .
 	@$(ENV); $(LOCAL_DDS) python -m pytest test -q -p no:cacheprovider
 
 lint: bootstrap
-	@$(ENV); ruff check depth_perception training test bench launch scripts && \
-	  ruff format --check depth_perception training test bench launch scripts
+	@$(ENV); ruff check . && \
+	  ruff format --check .
 
 format: bootstrap
-	@$(ENV); ruff format depth_perception training test bench launch scripts
+	@$(ENV); ruff format .
 
 bench: bootstrap
 	@$(ENV); for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done

@@ -16,6 +16,10 @@ cd "$ROOT"
 log() { printf '[bootstrap] %s\n' "$*"; }
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# pip warns once per package about this machine's unused local index paths; keep the rest.
+pip_install() {
+  "$PY" -m pip install -q "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 
 # 1. Debian packages: open3d-cpu needs libusb; cmake/g++ build the interface package.
 apt_needed=()
@@ -40,10 +44,10 @@ PY="$VENV/bin/python"
 req_stamp="$(stamp_of requirements.txt scripts/bootstrap.sh)"
 if [ "$(cat "$VENV/.stamp-requirements" 2>/dev/null)" != "$req_stamp" ]; then
   log "installing Python requirements (first run takes a few minutes)"
-  "$PY" -m pip install -q --upgrade pip
+  pip_install --upgrade pip
   # torch first, alone, so pip takes the CPU build available on this machine.
-  "$PY" -m pip install -q "$(grep -E '^torch==' requirements.txt)"
-  "$PY" -m pip install -q -r requirements.txt
+  pip_install "$(grep -E '^torch==' requirements.txt)"
+  pip_install -r requirements.txt
   echo "$req_stamp" > "$VENV/.stamp-requirements"
   rm -f "$VENV/.stamp-msgs"  # new wheels may have reset the CMake exports patched below
 fi
@@ -65,6 +69,7 @@ msg_stamp="$(find msg -type f | sort | xargs cat | sha256sum | cut -c1-16)"
 if [ "$(cat "$VENV/.stamp-msgs" 2>/dev/null)" != "$msg_stamp" ] \
    || ! "$PY" -c 'import depth_perception_msgs.msg' 2>/dev/null; then
   log "building msg/ (depth_perception_msgs) with colcon"
+  mkdir -p "$ROOT/.build"
   (
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
     "$VENV/bin/colcon" --log-base "$ROOT/.build/log" build \
@@ -81,7 +86,7 @@ fi
 proj_stamp="$(stamp_of setup.py setup.cfg)"
 if [ "$(cat "$VENV/.stamp-project" 2>/dev/null)" != "$proj_stamp" ]; then
   log "installing depth_perception (editable)"
-  "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+  pip_install --no-deps --no-build-isolation -e . 2>/dev/null
   echo "$proj_stamp" > "$VENV/.stamp-project"
 fi
 
@@ -94,6 +99,8 @@ export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\${AMENT_PREFIX_PATH}}"
 export CMAKE_PREFIX_PATH="$VENV\${CMAKE_PREFIX_PATH:+:\${CMAKE_PREFIX_PATH}}"
 export LD_LIBRARY_PATH="$VENV/lib\${LD_LIBRARY_PATH:+:\${LD_LIBRARY_PATH}}"
 export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Camera-sized images between processes need a larger shared-memory segment (see the file).
+export FASTDDS_DEFAULT_PROFILES_FILE="\${FASTDDS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_images.xml}"
 export PYTHONUNBUFFERED=1
 ENV
 "$PY" -c 'import rclpy, depth_perception_msgs.msg, depth_perception, torch, open3d, cv2, rosbags' \

@@ -43,8 +43,13 @@ def make_frame(i: int, seed: int = 0) -> RGBDFrame:
     raw = np.where(rng.random((H, W)) < 0.3, np.nan, gt).astype(np.float32)
     raw = depth_from_mm(depth_to_mm(raw))  # what a 16UC1 camera can say
     rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    return RGBDFrame(stamp_ns=1_700_000_000_000_000_000 + i * 33_000_000, rgb=rgb, depth=raw,
-                     intrinsics=INTR, gt_depth=gt)
+    return RGBDFrame(
+        stamp_ns=1_700_000_000_000_000_000 + i * 33_000_000,
+        rgb=rgb,
+        depth=raw,
+        intrinsics=INTR,
+        gt_depth=gt,
+    )
 
 
 class Collector:
@@ -58,11 +63,14 @@ class Collector:
         self.executor.add_node(self.node)
         self.msgs: dict[str, list] = {}
         qos = reliable_qos(depth=50)
-        for topic, kind in [("depth_completed/image", Image), ("depth_completed/image_mm", Image),
-                            ("depth_completed/points", PointCloud2),
-                            ("depth_completed/camera_info", CameraInfo),
-                            ("depth_completed/status", CompletionStatus),
-                            ("/diagnostics", DiagnosticArray)]:
+        for topic, kind in [
+            ("depth_completed/image", Image),
+            ("depth_completed/image_mm", Image),
+            ("depth_completed/points", PointCloud2),
+            ("depth_completed/camera_info", CameraInfo),
+            ("depth_completed/status", CompletionStatus),
+            ("/diagnostics", DiagnosticArray),
+        ]:
             self.msgs[topic] = []
             self.node.create_subscription(kind, topic, self.msgs[topic].append, qos)
 
@@ -84,10 +92,13 @@ class Collector:
 def fill_node(tmp_path_factory):
     namespace = f"/fill_test_{id(object()) % 100000}"
     log = tmp_path_factory.mktemp("node") / "node.log"
-    node = NodeProcess("depth_fill_node", params_file=config_file("depth_fill.yaml"),
-                       namespace=namespace, parameters={"publish_depth_mm": True,
-                                                        "diagnostics_period": 0.2},
-                       log_path=log).start()
+    node = NodeProcess(
+        "depth_fill_node",
+        params_file=config_file("depth_fill.yaml"),
+        namespace=namespace,
+        parameters={"publish_depth_mm": True, "diagnostics_period": 0.2},
+        log_path=log,
+    ).start()
     collector = Collector(namespace)
     client = ReplayClient(namespace)
     assert client.wait_for_node(20.0), log.read_text()
@@ -110,10 +121,18 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     results = list(client.run([frame], timeout_s=20.0))
     assert results[0].depth is not None, log.read_text()
     stamp = frame.stamp_ns
-    assert collector.spin_until(lambda: all(
-        _by_stamp(collector.msgs[t], stamp) is not None
-        for t in ("depth_completed/image", "depth_completed/image_mm", "depth_completed/points",
-                  "depth_completed/camera_info", "depth_completed/status")))
+    assert collector.spin_until(
+        lambda: all(
+            _by_stamp(collector.msgs[t], stamp) is not None
+            for t in (
+                "depth_completed/image",
+                "depth_completed/image_mm",
+                "depth_completed/points",
+                "depth_completed/camera_info",
+                "depth_completed/status",
+            )
+        )
+    )
     expected = fill_nearest(frame.depth)
 
     depth_msg = _by_stamp(collector.msgs["depth_completed/image"], stamp)
@@ -124,12 +143,12 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     mm_msg = _by_stamp(collector.msgs["depth_completed/image_mm"], stamp)
     assert mm_msg.encoding == "16UC1"
     np.testing.assert_array_equal(
-        np.frombuffer(bytes(mm_msg.data), np.uint16).reshape(H, W), depth_to_mm(expected))
+        np.frombuffer(bytes(mm_msg.data), np.uint16).reshape(H, W), depth_to_mm(expected)
+    )
 
     cloud = _by_stamp(collector.msgs["depth_completed/points"], stamp)
     assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 32, False)
-    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8),
-                                                           ("rgb", 16)]
+    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 16)]
     pts = pointcloud2_to_array(cloud)
     v, u = np.mgrid[0:H, 0:W]
     np.testing.assert_allclose(pts["z"], expected, rtol=1e-6)
@@ -149,8 +168,12 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
 
 
 def _diagnostic_statuses(collector):
-    return [s for arr in collector.msgs["/diagnostics"] for s in arr.status
-            if "depth_fill_node" in s.name]
+    return [
+        s
+        for arr in collector.msgs["/diagnostics"]
+        for s in arr.status
+        if "depth_fill_node" in s.name
+    ]
 
 
 def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
@@ -161,7 +184,9 @@ def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
     client._pub_rgb.publish(numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", header))
     client._pub_depth.publish(bad_depth)
     assert collector.spin_until(
-        lambda: any(s.level == DiagnosticStatus.ERROR for s in _diagnostic_statuses(collector)), timeout=15.0)
+        lambda: any(s.level == DiagnosticStatus.ERROR for s in _diagnostic_statuses(collector)),
+        timeout=15.0,
+    )
     error = next(s for s in _diagnostic_statuses(collector) if s.level == DiagnosticStatus.ERROR)
     assert "bgr8" in error.message
     assert node.alive()
@@ -229,3 +254,110 @@ def test_slow_engine_processes_newest_frame_and_counts_skipped():
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
+
+
+def _call(client_node_ctx, request, timeout=10.0):
+    client, srv = client_node_ctx
+    future = srv.call_async(request)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not future.done():
+        client.executor.spin_once(timeout_sec=0.02)
+    assert future.done(), "depth_query did not answer"
+    return future.result()
+
+
+def test_depth_query_service_round_trip(fill_node):
+    from depth_perception_msgs.msg import Pixel
+    from depth_perception_msgs.srv import DepthQuery
+
+    node, client, collector, log = fill_node
+    frame = make_frame(7)
+    (result,) = list(client.run([frame], timeout_s=20.0))
+    assert result.depth is not None
+    srv = client.node.create_client(DepthQuery, "depth_query")
+    assert srv.wait_for_service(timeout_sec=10.0)
+    ctx = (client, srv)
+
+    req = DepthQuery.Request()
+    req.stamp = Time(sec=frame.stamp_ns // 10**9, nanosec=frame.stamp_ns % 10**9)
+    req.pixels = [Pixel(u=30.0, v=20.0), Pixel(u=3.4, v=40.6), Pixel(u=-5.0, v=2.0)]
+    resp = _call(ctx, req)
+    assert resp.success, resp.message
+    assert resp.header.frame_id == "cam_color_optical_frame"
+    expected = fill_nearest(frame.depth)
+    assert resp.depth[0] == pytest.approx(expected[20, 30])  # inside the box: 1 m
+    assert resp.depth[1] == pytest.approx(expected[41, 3])  # nearest pixel centre
+    assert np.isnan(resp.depth[2])  # outside the image
+    p = resp.points[0]
+    z = expected[20, 30]
+    assert (p.x, p.y, p.z) == pytest.approx(
+        ((30 - INTR.cx) * z / INTR.fx, (20 - INTR.cy) * z / INTR.fy, z), rel=1e-6
+    )
+
+    req.stamp = Time(sec=1, nanosec=0)  # never published
+    resp = _call(ctx, req)
+    assert not resp.success and "no completed frame" in resp.message
+
+    req.stamp = Time()  # newest frame, with a question this node cannot answer
+    req.question = "How far is the mug?"
+    resp = _call(ctx, req)
+    assert not resp.success and "does not answer questions" in resp.message
+    assert len(resp.depth) == 3
+
+
+def test_custom_messages_round_trip_over_dds():
+    from depth_perception_msgs.msg import TargetPrompt, TargetPromptArray
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("prompt_round_trip", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    got: list[TargetPromptArray] = []
+    node.create_subscription(TargetPromptArray, "targets_rt", got.append, reliable_qos(10))
+    pub = node.create_publisher(TargetPromptArray, "targets_rt", reliable_qos(10))
+    msg = TargetPromptArray()
+    msg.header.frame_id = "camera_color_optical_frame"
+    msg.header.stamp = Time(sec=12, nanosec=34)
+    target = TargetPrompt(target_id=7, text="red mug", score=0.75)
+    target.header = msg.header
+    target.box.x_offset, target.box.y_offset, target.box.width, target.box.height = 10, 20, 30, 40
+    msg.targets = [target, TargetPrompt(target_id=8, text="bottle")]
+    try:
+        end = time.monotonic() + 10.0
+        while not got and time.monotonic() < end:
+            pub.publish(msg)
+            executor.spin_once(timeout_sec=0.1)
+        assert got, "no TargetPromptArray came back"
+        back = got[0]
+        assert back.header.stamp.sec == 12 and back.header.stamp.nanosec == 34
+        assert [t.target_id for t in back.targets] == [7, 8]
+        assert back.targets[0].text == "red mug"
+        assert back.targets[0].score == pytest.approx(0.75)
+        box = back.targets[0].box
+        assert (box.x_offset, box.y_offset, box.width, box.height) == (10, 20, 30, 40)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_camera_sized_frames_cross_processes_without_loss(fill_node):
+    """640x480 colour + depth from another process reach a SensorData-QoS subscriber.
+
+    Guards the Fast DDS profile env.sh installs (config/fastdds_large_images.xml): with the
+    built-in transports nearly every such frame is lost between processes.
+    """
+    node, client, collector, log = fill_node
+    intr = Intrinsics(640, 480, fx=525.0, fy=525.0, cx=319.5, cy=239.5, frame_id="cam_optical")
+    rng = np.random.default_rng(3)
+    frames = []
+    for i in range(3):
+        depth = np.where(rng.random((480, 640)) < 0.2, np.nan, 1.5).astype(np.float32)
+        rgb = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        frames.append(RGBDFrame(2_000_000_000 + i * 10**8, rgb, depth, intr))
+    results = list(client.run(frames, timeout_s=30.0))
+    assert all(r.depth is not None for r in results), log.read_text()
+    # A lost frame would only have come back through the re-send after timeout_s / 3.
+    assert all(r.round_trip_ms < 10_000 for r in results)
+    np.testing.assert_array_equal(results[-1].depth, np.full((480, 640), 1.5, np.float32))

@@ -18,8 +18,11 @@ LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
+    ]
 
 
 def _kw(call: ast.Call, key: str):
@@ -38,8 +41,11 @@ def test_launch_file_refers_to_real_executables_configs_and_arguments(path):
     setup_py = (ROOT / "setup.py").read_text()
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
     used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
-    used |= {c.args[0].value for c in _calls(tree, "arg") if c.args
-             and isinstance(c.args[0], ast.Constant)}
+    used |= {
+        c.args[0].value
+        for c in _calls(tree, "arg")
+        if c.args and isinstance(c.args[0], ast.Constant)
+    }
     assert used <= declared, f"undeclared launch arguments: {used - declared}"
     assert {"namespace", "params_file", "use_sim_time"} <= declared
     nodes = _calls(tree, "Node")

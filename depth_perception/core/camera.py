@@ -86,9 +86,7 @@ class Intrinsics:
 
     def cropped(self, x0: int, y0: int, width: int, height: int) -> Intrinsics:
         """Intrinsics of the crop whose top-left pixel is (x0, y0) in this image."""
-        return replace(
-            self, width=int(width), height=int(height), cx=self.cx - x0, cy=self.cy - y0
-        )
+        return replace(self, width=int(width), height=int(height), cx=self.cx - x0, cy=self.cy - y0)
 
     def pixel_grid(self) -> tuple[np.ndarray, np.ndarray]:
         """Float32 (u, v) index grids of shape (height, width)."""
@@ -114,6 +112,26 @@ class Intrinsics:
         points[..., 1] = (v - np.float32(self.cy)) * z * np.float32(1.0 / self.fy)
         points[..., 2] = z
         return points
+
+    def backproject_pixels(self, uv: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Pixels (N, 2) (sub-pixel allowed) with depths (N,) -> points (N, 3) float64."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        z = np.asarray(depth, dtype=np.float64).reshape(-1)
+        return np.stack(
+            [(uv[:, 0] - self.cx) * z / self.fx, (uv[:, 1] - self.cy) * z / self.fy, z], axis=1
+        )
+
+    def sample_depth(self, depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Depth (N,) at pixels (N, 2) of a depth image: the pixel containing each position
+        (nearest pixel centre); NaN outside the image or where the depth is invalid."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        col = np.floor(uv[:, 0] + 0.5)
+        row = np.floor(uv[:, 1] + 0.5)
+        inside = (col >= 0) & (col < depth.shape[1]) & (row >= 0) & (row < depth.shape[0])
+        out = np.full(uv.shape[0], np.nan, dtype=np.float32)
+        values = depth[row[inside].astype(np.intp), col[inside].astype(np.intp)]
+        out[inside] = np.where(np.isfinite(values) & (values > 0), values, np.nan)
+        return out
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Points (N, 3) in this camera's optical frame -> (uv (N, 2) float64, z (N,)).

@@ -6,6 +6,8 @@ colour + registered depth + camera_info (approximate sync, SensorData QoS)
 Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside its camera:
 
   in:  rgb/image_rect_color, rgb/camera_info, depth_registered/image_rect
+  srv: depth_query (depth_perception_msgs/DepthQuery: depth and 3-D points at pixels of one
+       of the last ``query_history`` completed frames)
   out: depth_completed/image (32FC1 m), depth_completed/image_mm (16UC1, optional),
        depth_completed/confidence (32FC1, when the engine estimates it),
        depth_completed/camera_info, depth_completed/points (organized xyzrgb),
@@ -20,14 +22,18 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from depth_perception_msgs.msg import CompletionStatus
+from depth_perception_msgs.srv import DepthQuery
+from geometry_msgs.msg import Point
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import valid_ratio
 from depth_perception.engines.base import CompletionEngine
 from depth_perception.ros.conversions import (
@@ -67,6 +73,7 @@ class DepthCompletionNode(Node):
         self.declare_parameter("publish_depth_mm", False)
         self.declare_parameter("publish_confidence", True)
         self.declare_parameter("diagnostics_period", 1.0)
+        self.declare_parameter("query_history", 30)
         p = self.get_parameter
 
         self.engine: CompletionEngine = self.make_engine()
@@ -106,6 +113,11 @@ class DepthCompletionNode(Node):
         self._pending: _SyncedFrame | None = None
         self._wake = threading.Condition()
         self._stopping = False
+        # stamp (ns) -> (header, completed depth, intrinsics) of the last frames, for depth_query
+        self._history: OrderedDict[int, tuple] = OrderedDict()
+        self._history_size = int(p("query_history").value)
+        self._history_lock = threading.Lock()
+        self.create_service(DepthQuery, "depth_query", self._on_depth_query)
 
         self._sync = SyncedSubscriptions(
             self,
@@ -191,6 +203,11 @@ class DepthCompletionNode(Node):
         status.frames_skipped = self._skipped
         status.messages_unmatched = stats.total_unmatched
         self._pub_status.publish(status)
+        with self._history_lock:
+            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+            self._history[stamp_ns] = (header, result.depth, intrinsics)
+            while len(self._history) > self._history_size:
+                self._history.popitem(last=False)
         self.diagnostics.update(
             OK,
             "completing depth",
@@ -203,6 +220,42 @@ class DepthCompletionNode(Node):
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
         )
+
+    # -- depth_query service -------------------------------------------------------------------
+    def _on_depth_query(
+        self, request: DepthQuery.Request, response: DepthQuery.Response
+    ) -> DepthQuery.Response:
+        stamp_ns = request.stamp.sec * 1_000_000_000 + request.stamp.nanosec
+        with self._history_lock:
+            if not self._history:
+                entry = None
+            elif stamp_ns == 0:
+                entry = next(reversed(self._history.values()))
+            else:
+                entry = self._history.get(stamp_ns)
+            stamps = list(self._history)
+        if entry is None:
+            response.success = False
+            response.message = (
+                f"no completed frame with stamp {stamp_ns} ns; have {len(stamps)} "
+                + (f"from {stamps[0]} to {stamps[-1]} ns" if stamps else "(none yet)")
+            )
+            return response
+        header, depth, intrinsics = entry
+        intrinsics: Intrinsics
+        uv = np.array([[p.u, p.v] for p in request.pixels], dtype=np.float64).reshape(-1, 2)
+        z = intrinsics.sample_depth(depth, uv)
+        xyz = intrinsics.backproject_pixels(uv, z)
+        response.header = header
+        response.depth = z.tolist()
+        response.points = [Point(x=float(x), y=float(y), z=float(zz)) for x, y, zz in xyz]
+        response.success = True
+        response.message = f"{int(np.isfinite(z).sum())} of {len(z)} pixels have depth"
+        if request.question:
+            # Language questions need a vision-language model (the DepthLM node).
+            response.success = False
+            response.message += f"; {self.engine.model_id} does not answer questions"
+        return response
 
     def destroy_node(self) -> None:
         with self._wake:

@@ -131,10 +131,17 @@ class ReplayClient:
             t0 = time.monotonic()
             self.publish(frame)
             end = t0 + timeout_s
+            # One re-send if nothing came back after a third of the timeout: the first frame
+            # after start-up can be lost while DDS is still matching the reverse direction.
+            resend_at = t0 + timeout_s / 3
             while time.monotonic() < end and not (
                 frame.stamp_ns in self._depth_out and frame.stamp_ns in self._status_out
             ):
                 self.executor.spin_once(timeout_sec=0.005)
+                if resend_at is not None and time.monotonic() > resend_at:
+                    if frame.stamp_ns not in self._depth_out:
+                        self.publish(frame)
+                    resend_at = None
             received = frame.stamp_ns in self._depth_out
             round_trip = (time.monotonic() - t0) * 1e3 if received else None
             depth, status = self._take(frame.stamp_ns)
