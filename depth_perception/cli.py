@@ -1,0 +1,211 @@
+"""`depth-perception` — the command-line verbs of the suite.
+
+depth-perception demo [--out out/demo]                 the main job, end to end over DDS
+depth-perception make-bag OUT [--kind tabletop] ...    a synthetic rosbag2 with ground truth
+depth-perception bag-info BAG                          topics, types, counts, duration
+depth-perception folder-to-bag DIR OUT                 image-folder captures -> rosbag2
+depth-perception eval-bag BAG --pipeline NAME ...      replay a bag through a pipeline, score it
+depth-perception eval-folder DIR --pipeline NAME ...   hide-and-seek on real captures
+depth-perception pipelines                             list the pipelines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from depth_perception.eval.pipelines import BASELINES, PIPELINES
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pipeline",
+        action="append",
+        choices=sorted(PIPELINES),
+        help="pipeline to evaluate (repeat for several; default: the classical baselines)",
+    )
+    p.add_argument("--out", type=Path, default=Path("out/eval"), help="report directory")
+    p.add_argument(
+        "--mode",
+        choices=("dds", "offline"),
+        default="dds",
+        help="dds: launch the node and replay over DDS (default); offline: call the engine",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="dds: publish at RATE x the recorded speed without waiting (default: lockstep)",
+    )
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--figure-every", type=int, default=10)
+
+
+def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
+    from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate
+    from depth_perception.eval.report import compare_table
+
+    summaries = {}
+    for name in args.pipeline or list(BASELINES):
+        cfg = EvalConfig(
+            pipeline=name,
+            mode=args.mode,
+            rate=args.rate,
+            max_frames=args.max_frames,
+            figure_every=args.figure_every,
+        )
+        summary = evaluate(frames_factory(), cfg, args.out / name, f"{title}: {name}", total)
+        summaries[name] = summary.to_dict()
+        rtf = summary.real_time_factor
+        print(
+            f"{name}: {summary.frames} frames, real-time factor {rtf:.2f}"
+            if rtf
+            else f"{name}: {summary.frames} frames"
+        )
+    table = compare_table(summaries, list(HEADLINE_METRICS))
+    (args.out / "comparison.md").write_text(f"# {title}\n\n{table}\n")
+    print(table)
+    return summaries
+
+
+def cmd_make_bag(args: argparse.Namespace) -> None:
+    from depth_perception.io.bag import write_sim_bag
+    from depth_perception.sim.sequence import SequenceConfig
+
+    cfg = SequenceConfig(
+        scene_kind=args.kind,
+        seed=args.seed,
+        n_frames=args.frames,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+        lidar=not args.no_lidar,
+        radar=not args.no_radar,
+    )
+    summary = write_sim_bag(args.out, cfg, storage=args.storage, progress=True)
+    print(summary)
+
+
+def cmd_bag_info(args: argparse.Namespace) -> None:
+    from depth_perception.io.bag import bag_info
+
+    print(json.dumps(bag_info(args.bag), indent=2, default=str))
+
+
+def cmd_folder_to_bag(args: argparse.Namespace) -> None:
+    from depth_perception.io.bag import write_frames_bag
+    from depth_perception.io.image_folder import read_image_folder
+
+    print(write_frames_bag(args.out, read_image_folder(args.folder), storage=args.storage))
+
+
+def cmd_eval_bag(args: argparse.Namespace) -> None:
+    from depth_perception.eval.evaluate import hide_and_seek
+    from depth_perception.io.bag import bag_info, read_rgbd_frames
+
+    info = bag_info(args.bag)
+    total = info.get("frames")
+    if args.hide_and_seek:
+
+        def frames():
+            return hide_and_seek(read_rgbd_frames(args.bag), seed=args.seed)
+    else:
+
+        def frames():
+            return read_rgbd_frames(args.bag)
+
+    _run_eval(frames, total, args, f"Replay of {Path(args.bag).name}")
+
+
+def cmd_eval_folder(args: argparse.Namespace) -> None:
+    from depth_perception.eval.evaluate import hide_and_seek
+    from depth_perception.io.image_folder import read_image_folder
+
+    captures = read_image_folder(args.folder)
+    _run_eval(
+        lambda: hide_and_seek(captures, seed=args.seed),
+        len(captures),
+        args,
+        f"Hide-and-seek on {Path(args.folder).name}",
+    )
+
+
+def cmd_pipelines(args: argparse.Namespace) -> None:
+    for name, p in PIPELINES.items():
+        print(f"{name:16s} {p.description}  [node: {p.executable}, config/{p.params_file}]")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from depth_perception.demo import run_demo
+
+    run_demo(args.out, n_frames=args.frames)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depth-perception",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("demo", help="the main job end to end on generated and real data")
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--frames", type=int, default=20, help="frames in the generated sample bag")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("make-bag", help="write a synthetic rosbag2 with ground truth")
+    p.add_argument("out", type=Path)
+    p.add_argument("--kind", choices=("tabletop", "room", "street"), default="tabletop")
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.add_argument("--no-lidar", action="store_true", help="leave out /lidar/points")
+    p.add_argument("--no-radar", action="store_true", help="leave out /radar/points")
+    p.set_defaults(func=cmd_make_bag)
+
+    p = sub.add_parser("bag-info", help="topics, types, message counts, duration")
+    p.add_argument("bag", type=Path)
+    p.set_defaults(func=cmd_bag_info)
+
+    p = sub.add_parser("folder-to-bag", help="image-folder captures (rgb, raw_depth) -> rosbag2")
+    p.add_argument("folder", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.set_defaults(func=cmd_folder_to_bag)
+
+    p = sub.add_parser("eval-bag", help="replay a bag through pipelines and score them")
+    p.add_argument("bag", type=Path)
+    _add_eval_args(p)
+    p.add_argument(
+        "--hide-and-seek",
+        action="store_true",
+        help="bag without ground truth: hide blocks of raw depth and score on them",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval_bag)
+
+    p = sub.add_parser("eval-folder", help="hide-and-seek evaluation on image-folder captures")
+    p.add_argument("folder", type=Path)
+    _add_eval_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval_folder)
+
+    p = sub.add_parser("pipelines", help="list the pipelines")
+    p.set_defaults(func=cmd_pipelines)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
