@@ -43,7 +43,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure-every", type=int, default=10)
 
 
-def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
+def _run_eval(frames_factory, total, args, title: str, calibration=None) -> dict[str, dict]:
     from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate
     from depth_perception.eval.report import compare_table
 
@@ -56,7 +56,14 @@ def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
             max_frames=args.max_frames,
             figure_every=args.figure_every,
         )
-        summary = evaluate(frames_factory(), cfg, args.out / name, f"{title}: {name}", total)
+        summary = evaluate(
+            frames_factory(),
+            cfg,
+            args.out / name,
+            f"{title}: {name}",
+            total,
+            calibration=calibration,
+        )
         summaries[name] = summary.to_dict()
         rtf = summary.real_time_factor
         print(
@@ -103,7 +110,7 @@ def cmd_folder_to_bag(args: argparse.Namespace) -> None:
 
 def cmd_eval_bag(args: argparse.Namespace) -> None:
     from depth_perception.eval.evaluate import hide_and_seek
-    from depth_perception.io.bag import bag_info, read_rgbd_frames
+    from depth_perception.io.bag import bag_calibration, bag_info, read_rgbd_frames
 
     info = bag_info(args.bag)
     total = info.get("frames")
@@ -116,7 +123,7 @@ def cmd_eval_bag(args: argparse.Namespace) -> None:
         def frames():
             return read_rgbd_frames(args.bag)
 
-    _run_eval(frames, total, args, f"Replay of {Path(args.bag).name}")
+    _run_eval(frames, total, args, f"Replay of {Path(args.bag).name}", bag_calibration(args.bag))
 
 
 def cmd_eval_folder(args: argparse.Namespace) -> None:

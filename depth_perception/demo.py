@@ -14,9 +14,15 @@ import time
 from pathlib import Path
 
 from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate, hide_and_seek
-from depth_perception.eval.pipelines import BASELINES
+from depth_perception.eval.pipelines import BASELINES, PROMPT_BASELINES
 from depth_perception.eval.report import compare_table
-from depth_perception.io.bag import bag_info, read_rgbd_frames, write_frames_bag, write_sim_bag
+from depth_perception.io.bag import (
+    bag_calibration,
+    bag_info,
+    read_rgbd_frames,
+    write_frames_bag,
+    write_sim_bag,
+)
 from depth_perception.io.image_folder import find_real_captures, read_image_folder
 from depth_perception.sim.sequence import SequenceConfig
 
@@ -53,15 +59,20 @@ def real_captures_bag(data_dir: Path = DATA_DIR) -> Path | None:
     return path
 
 
-def _evaluate_bag(bag: Path, out: Path, title: str, hidden: bool) -> dict[str, dict]:
+def _evaluate_bag(
+    bag: Path, out: Path, title: str, pipelines: tuple[str, ...], hidden: bool
+) -> dict[str, dict]:
     total = bag_info(bag).get("frames")
+    calibration = bag_calibration(bag)
     summaries = {}
-    for name in BASELINES:
+    for name in pipelines:
         frames = read_rgbd_frames(bag)
         if hidden:
             frames = hide_and_seek(frames, seed=0)
         cfg = EvalConfig(pipeline=name, mode="dds", figure_every=5)
-        summary = evaluate(frames, cfg, out / name, f"{title}: {name}", total=total)
+        summary = evaluate(
+            frames, cfg, out / name, f"{title}: {name}", total=total, calibration=calibration
+        )
         summaries[name] = summary.to_dict()
         print(
             f"  {name:14s} {summary.frames} frames, "
@@ -79,7 +90,13 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
 
     bag = sample_bag(n_frames)
     print(f"replaying {bag} through each pipeline's node over DDS ...")
-    synthetic = _evaluate_bag(bag, out / "synthetic", f"Synthetic tabletop ({bag.name})", False)
+    synthetic = _evaluate_bag(
+        bag,
+        out / "synthetic",
+        f"Synthetic tabletop ({bag.name})",
+        BASELINES + PROMPT_BASELINES,
+        hidden=False,
+    )
     table = compare_table(synthetic, list(HEADLINE_METRICS))
     sections.append(f"## Synthetic tabletop bag `{bag}` (ground truth)\n\n{table}\n")
     print(table)
@@ -87,7 +104,9 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
     real = real_captures_bag()
     if real is not None:
         print(f"replaying {real} (hide-and-seek: 10 % of valid raw depth hidden) ...")
-        scores = _evaluate_bag(real, out / "real", "Real RGB-D captures (hide-and-seek)", True)
+        scores = _evaluate_bag(
+            real, out / "real", "Real RGB-D captures (hide-and-seek)", BASELINES, hidden=True
+        )
         table = compare_table(scores, ["abs_rel", "rmse", "mae", "delta1", "coverage"])
         sections.append(
             f"## Real captures `{real}` (hide-and-seek on hidden valid raw depth)\n\n{table}\n"

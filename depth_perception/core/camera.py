@@ -94,6 +94,16 @@ class Intrinsics:
         v = np.arange(self.height, dtype=np.float32)
         return np.meshgrid(u, v)
 
+    def ray_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(u - cx) / fx`` per column (W,) and ``(v - cy) / fy`` per row (H,):
+        a pixel's x and y are these times its depth."""
+        u = np.arange(self.width, dtype=np.float32)
+        v = np.arange(self.height, dtype=np.float32)
+        return (
+            (u - np.float32(self.cx)) * np.float32(1.0 / self.fx),
+            (v - np.float32(self.cy)) * np.float32(1.0 / self.fy),
+        )
+
     def backproject(self, depth: np.ndarray) -> np.ndarray:
         """Depth in metres (H, W) -> points (H, W, 3) float32; NaN where depth is not valid.
 
@@ -106,10 +116,10 @@ class Intrinsics:
                 f"{self.width}x{self.height}"
             )
         z = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan))
-        u, v = self.pixel_grid()
+        x_factor, y_factor = self.ray_factors()
         points = np.empty((self.height, self.width, 3), dtype=np.float32)
-        points[..., 0] = (u - np.float32(self.cx)) * z * np.float32(1.0 / self.fx)
-        points[..., 1] = (v - np.float32(self.cy)) * z * np.float32(1.0 / self.fy)
+        np.multiply(x_factor[None, :], z, out=points[..., 0])
+        np.multiply(y_factor[:, None], z, out=points[..., 1])
         points[..., 2] = z
         return points
 

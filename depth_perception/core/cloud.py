@@ -60,37 +60,61 @@ def _bgr0(rgb: np.ndarray) -> np.ndarray:
     return bgra.view(np.uint32).reshape(shape)
 
 
-def _xyz_into(words: np.ndarray, depth: np.ndarray, intr: Intrinsics) -> None:
-    """Write back-projected points into float32 words 0..2 of each point, zero word 3."""
-    points = intr.backproject(depth)
-    # One component at a time: numpy copies long strided rows far faster than (..., 3) blocks.
-    for i in range(3):
-        words[..., i] = points[..., i]
-    words[..., 3] = 0.0  # padding: deterministic bytes on the wire
+def _xyz_planes(depth: np.ndarray, intr: Intrinsics) -> list[np.ndarray]:
+    """Contiguous float32 x, y, z planes (H, W) of the back-projected depth, NaN where invalid.
+
+    Same arithmetic as ``Intrinsics.backproject`` with per-row / per-column factors.
+    """
+    if np.shape(depth) != (intr.height, intr.width):
+        intr.backproject(depth)  # raises the size-mismatch error
+    depth = np.asarray(depth, dtype=np.float32)
+    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan))
+    x_factor, y_factor = intr.ray_factors()
+    return [x_factor[None, :] * z, y_factor[:, None] * z, z]
 
 
-def depth_to_xyz(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    """Depth in metres (H, W) -> organized (H, W) ``XYZ_DTYPE`` cloud; NaN points where invalid."""
-    cloud = np.empty((intr.height, intr.width), dtype=XYZ_DTYPE)
-    # View the one buffer as 4 float32 words per point and fill it in place.
-    _xyz_into(cloud.view(_F4).reshape(intr.height, intr.width, 4), depth, intr)
-    return cloud
+def _interleave(planes: list[np.ndarray], dtype: np.dtype, out=None) -> np.ndarray:
+    """(H, W) 32-bit planes -> (H, W) structured points, one plane per 4-byte word.
+
+    cv2.merge interleaves in one optimized pass (about 3x faster than filling each word of the
+    strided buffer with numpy); planes travel as int32 views so every bit is copied unchanged.
+    ``out``: a writable buffer of H*W*itemsize bytes to fill instead of a new array (the ROS
+    layer passes the message's own data buffer, saving a 10 MB copy and its page faults).
+    """
+    height, width = planes[0].shape
+    shape = (height, width, len(planes))
+    if out is None:
+        dst = np.empty(shape, dtype=np.int32)
+    else:
+        dst = np.frombuffer(out, dtype=np.int32)
+        if dst.size != np.prod(shape):
+            raise ValueError(f"out holds {dst.nbytes} bytes, the cloud needs {4 * np.prod(shape)}")
+        dst = dst.reshape(shape)
+    cv2.merge([np.ascontiguousarray(p).view(np.int32) for p in planes], dst)
+    return dst.view(dtype).reshape(height, width)
 
 
-def depth_to_xyzrgb(depth: np.ndarray, rgb: np.ndarray, intr: Intrinsics) -> np.ndarray:
+def depth_to_xyz(depth: np.ndarray, intr: Intrinsics, out=None) -> np.ndarray:
+    """Depth in metres (H, W) -> organized (H, W) ``XYZ_DTYPE`` cloud; NaN points where invalid.
+
+    ``out``: optional writable buffer (H*W*16 bytes) the cloud is written into.
+    """
+    x, y, z = _xyz_planes(depth, intr)
+    zero = np.zeros_like(z)  # padding word: deterministic bytes on the wire
+    return _interleave([x, y, z, zero], XYZ_DTYPE, out)
+
+
+def depth_to_xyzrgb(depth: np.ndarray, rgb: np.ndarray, intr: Intrinsics, out=None) -> np.ndarray:
     """Depth (H, W) metres + uint8 RGB (H, W, 3) -> organized (H, W) ``XYZRGB_DTYPE`` cloud.
 
     The colour must already be registered to the depth image (same size and pixel grid).
+    ``out``: optional writable buffer (H*W*32 bytes) the cloud is written into.
     """
     rgb = _check_rgb(rgb, (intr.height, intr.width))
-    cloud = np.empty((intr.height, intr.width), dtype=XYZRGB_DTYPE)
-    words = cloud.view(_F4).reshape(intr.height, intr.width, 8)
-    _xyz_into(words[..., 0:4], depth, intr)
-    for i in (5, 6, 7):  # padding, one word at a time (see _xyz_into)
-        words[..., i] = 0.0
-    # Bytes 16..19 of each point are B, G, R, 0: copy them in as one 32-bit word.
-    cloud.view(np.uint32).reshape(intr.height, intr.width, 8)[..., 4] = _bgr0(rgb)
-    return cloud
+    x, y, z = _xyz_planes(depth, intr)
+    zero = np.zeros_like(z)
+    # Bytes 16..19 of each point are B, G, R, 0: one 32-bit word.
+    return _interleave([x, y, z, zero, _bgr0(rgb), zero, zero, zero], XYZRGB_DTYPE, out)
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:

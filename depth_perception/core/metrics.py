@@ -201,6 +201,20 @@ def align_median_scale(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None
 # --------------------------------------------------------------------------- boundary F1
 
 
+def _step_ratios(depth: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The four directed neighbour ratios far/near (NaN where a pixel is invalid).
+
+    Horizontal pairs (H, W-1): left/right and right/left; vertical pairs (H-1, W): top/bottom
+    and bottom/top. Computed once per map so that many thresholds cost only comparisons.
+    """
+    d = _as_f64(depth)
+    d = np.where(valid_depth(d), d, np.nan)
+    left, right = d[:, :-1], d[:, 1:]
+    top, bottom = d[:-1, :], d[1:, :]
+    with np.errstate(invalid="ignore"):
+        return (left / right, top / bottom, right / left, bottom / top)
+
+
 def occluding_contours(depth: np.ndarray, t: float) -> tuple[np.ndarray, ...]:
     """The four directed occluding-contour maps of Depth Pro, for threshold ``t`` percent.
 
@@ -215,18 +229,26 @@ def occluding_contours(depth: np.ndarray, t: float) -> tuple[np.ndarray, ...]:
     ours in a different order — the averaged scores are identical. A pair touching an invalid
     pixel is never a contour (NaN comparisons are False); Depth Pro instead clips depth at 1e-6.
     """
-    d = _as_f64(depth)
-    d = np.where(valid_depth(d), d, np.nan)
-    ratio = 1.0 + t / 100.0
-    left, right = d[:, :-1], d[:, 1:]
-    top, bottom = d[:-1, :], d[1:, :]
+    return _contours_from_ratios(_step_ratios(depth), t)
+
+
+def _contours_from_ratios(ratios: tuple[np.ndarray, ...], t: float) -> tuple[np.ndarray, ...]:
+    threshold = 1.0 + t / 100.0
     with np.errstate(invalid="ignore"):
-        return (
-            left / right > ratio,
-            top / bottom > ratio,
-            right / left > ratio,
-            bottom / top > ratio,
-        )
+        return tuple(r > threshold for r in ratios)
+
+
+def _precision_recall(
+    pred_ratios: tuple[np.ndarray, ...], gt_ratios: tuple[np.ndarray, ...], t: float
+) -> tuple[float, float]:
+    precision = recall = 0.0
+    pred_maps = _contours_from_ratios(pred_ratios, t)
+    gt_maps = _contours_from_ratios(gt_ratios, t)
+    for p, g in zip(pred_maps, gt_maps, strict=True):
+        hits = np.count_nonzero(p & g)
+        precision += 0.25 * hits / max(np.count_nonzero(p), 1)
+        recall += 0.25 * hits / max(np.count_nonzero(g), 1)
+    return float(precision), float(recall)
 
 
 def boundary_precision_recall(pred: np.ndarray, gt: np.ndarray, t: float) -> tuple[float, float]:
@@ -238,18 +260,16 @@ def boundary_precision_recall(pred: np.ndarray, gt: np.ndarray, t: float) -> tup
     when the scene has steps in all four directions (e.g. a near object on a far background).
     """
     _check_shapes(pred, gt)
-    precision = recall = 0.0
-    for p, g in zip(occluding_contours(pred, t), occluding_contours(gt, t), strict=True):
-        hits = np.count_nonzero(p & g)
-        precision += 0.25 * hits / max(np.count_nonzero(p), 1)
-        recall += 0.25 * hits / max(np.count_nonzero(g), 1)
-    return float(precision), float(recall)
+    return _precision_recall(_step_ratios(pred), _step_ratios(gt), t)
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
 
 
 def boundary_f1(pred: np.ndarray, gt: np.ndarray, t: float) -> float:
     """Depth Pro occluding-contour F1 at threshold ``t`` percent (0 when P + R == 0)."""
-    p, r = boundary_precision_recall(pred, gt, t)
-    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
+    return _f1(*boundary_precision_recall(pred, gt, t))
 
 
 def boundary_f1_avg(
@@ -264,8 +284,10 @@ def boundary_f1_avg(
     ``1 + t/100`` normalised to sum 1, i.e. slightly more weight on the larger steps;
     ``weighted=False`` gives the plain mean.
     """
+    _check_shapes(pred, gt)
+    pred_ratios, gt_ratios = _step_ratios(pred), _step_ratios(gt)
     ts = np.asarray(thresholds, dtype=np.float64)
-    f1 = np.array([boundary_f1(pred, gt, float(t)) for t in ts])
+    f1 = np.array([_f1(*_precision_recall(pred_ratios, gt_ratios, float(t))) for t in ts])
     weights = 1.0 + ts / 100.0 if weighted else np.ones_like(ts)
     return float(np.sum(f1 * weights) / np.sum(weights))
 

@@ -1,20 +1,28 @@
-"""Classical hole filling as an engine: the baseline every learned model is compared against."""
+"""Classical methods as engines: the baselines every learned model is compared against."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from depth_perception.core.baselines import FILL_METHODS, fill_holes
+from depth_perception.core.baselines import FILL_METHODS, fill_holes, joint_bilateral_upsample
 from depth_perception.core.camera import Intrinsics
+from depth_perception.core.depth import sanitize_depth
 from depth_perception.engines.base import CompletionResult
+
+# Methods beyond the geometric hole fills of core.baselines.FILL_METHODS:
+#   jbu          colour-guided joint bilateral upsampling, for sparse input (LiDAR prompts)
+#   passthrough  the input depth unchanged (metric conversion + cloud, like depth_image_proc;
+#                also what times the data path without a method)
+EXTRA_METHODS = ("jbu", "passthrough")
+METHODS = (*FILL_METHODS, *EXTRA_METHODS)
 
 
 class ClassicalFillEngine:
-    """Fills depth holes with one of ``core.baselines.FILL_METHODS`` (no colour guidance)."""
+    """Completes depth with one classical method (see ``METHODS``)."""
 
     def __init__(self, method: str = "nearest", **method_kwargs) -> None:
-        if method not in FILL_METHODS:
-            raise ValueError(f"unknown fill method {method!r}; choose from {sorted(FILL_METHODS)}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         self.method = method
         self.method_kwargs = method_kwargs
         self.model_id = f"classical/{method}"
@@ -22,5 +30,11 @@ class ClassicalFillEngine:
     def complete(
         self, rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics
     ) -> CompletionResult:
-        del rgb, intrinsics  # purely geometric fill
+        del intrinsics  # image-space methods
+        if self.method == "passthrough":
+            return CompletionResult(depth=sanitize_depth(depth))
+        if self.method == "jbu":
+            return CompletionResult(
+                depth=joint_bilateral_upsample(depth, rgb, **self.method_kwargs)
+            )
         return CompletionResult(depth=fill_holes(depth, self.method, **self.method_kwargs))

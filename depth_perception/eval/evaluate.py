@@ -16,14 +16,18 @@ import numpy as np
 from tqdm import tqdm
 
 from depth_perception.core.metrics import (
+    aggregate_targets,
     boundary_f1_avg,
     coverage,
     depth_metrics,
     hide_blocks,
+    region_metrics,
     valid_depth,
 )
+from depth_perception.core.prompts import points_to_sparse_depth, transform_points
 from depth_perception.eval.pipelines import get_pipeline
 from depth_perception.eval.report import FrameResult, ReportWriter, Summary
+from depth_perception.io.calibration import Calibration
 from depth_perception.io.frames import RGBDFrame
 
 # The columns a completion report leads with (summary.json has every metric).
@@ -50,11 +54,15 @@ class EvalConfig:
     namespace: str = "/camera"
 
 
-def completion_metrics(frame: RGBDFrame, pred: np.ndarray) -> dict[str, float]:
+def completion_metrics(
+    frame: RGBDFrame, pred: np.ndarray, targets_out: list | None = None
+) -> dict[str, float]:
     """Scores of one completed frame against its ground truth.
 
     ``holes.*`` are scored only where the sensor had no depth but the ground truth has: the
-    pixels a completion method actually had to invent.
+    pixels a completion method actually had to invent. ``target.*`` are FocusDepth region
+    metrics (median over this frame's targets); the per-target regions are appended to
+    ``targets_out`` so a run can aggregate over all its targets.
     """
     gt = frame.gt_depth
     out: dict[str, float] = {"coverage": coverage(pred)}
@@ -67,7 +75,44 @@ def completion_metrics(frame: RGBDFrame, pred: np.ndarray) -> dict[str, float]:
         out[f"holes.{name}"] = getattr(holes, name)
     out["holes.fraction"] = holes.n_valid / max(everywhere.n_valid, 1)
     out["boundary_f1"] = boundary_f1_avg(pred, gt) if np.isfinite(pred).any() else math.nan
+    per_target = target_regions(frame, pred)
+    if per_target:
+        agg = aggregate_targets(per_target)
+        for region in ("foreground", "boundary"):
+            for name in ("abs_rel", "rmse", "delta1"):
+                out[f"target.{region}.{name}"] = agg[region][name]["median"]
+        if targets_out is not None:
+            targets_out.extend(per_target)
     return out
+
+
+def target_regions(frame: RGBDFrame, pred: np.ndarray, r: int = 10) -> list[dict]:
+    """FocusDepth regions (foreground / boundary band / global) of each target in the frame.
+
+    Needs the ground-truth instance map and the target list (what simulated bags carry); a
+    target's instance id is its ``target_id``.
+    """
+    targets = frame.extra.get("targets") or []
+    if frame.instance is None or frame.gt_depth is None:
+        return []
+    masks = (frame.instance == int(t.target_id) for t in targets)
+    return [region_metrics(pred, frame.gt_depth, m, r=r) for m in masks if m.any()]
+
+
+def with_lidar_prompt(frames: Iterable[RGBDFrame], calibration: Calibration) -> Iterator[RGBDFrame]:
+    """Replace each frame's depth input with its LiDAR scan projected into the colour camera.
+
+    The sparse metric prompt (z-buffered, NaN elsewhere) is what prompt-based methods densify.
+    """
+    for frame in frames:
+        points = frame.extra.get("lidar")
+        if points is None:
+            raise ValueError(f"frame {frame.stamp_ns} has no LiDAR scan to build a prompt from")
+        lidar_frame = frame.extra.get("lidar_frame_id", "lidar_link")
+        cam_T_lidar = calibration.transform(frame.frame_id, lidar_frame)
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1).astype(np.float64)
+        prompt = points_to_sparse_depth(transform_points(xyz, cam_T_lidar), frame.intrinsics)
+        yield replace(frame, depth=prompt)
 
 
 def hide_and_seek(
@@ -99,15 +144,24 @@ def evaluate(
     title: str,
     total: int | None = None,
     log_dir: str | Path | None = None,
+    calibration: Calibration | None = None,
 ) -> Summary:
-    """Run ``cfg.pipeline`` over ``frames`` and write the report into ``out_dir``."""
+    """Run ``cfg.pipeline`` over ``frames`` and write the report into ``out_dir``.
+
+    ``calibration`` (the recording's extrinsics) is needed by pipelines fed by the LiDAR.
+    """
     pipeline = get_pipeline(cfg.pipeline)
+    if pipeline.depth_input == "lidar":
+        if calibration is None:
+            raise ValueError(f"{pipeline.name} needs the recording's calibration (LiDAR extrinsic)")
+        frames = with_lidar_prompt(frames, calibration)
     writer = ReportWriter(out_dir, pipeline.name, title, figure_every=cfg.figure_every)
     frames = _limit(frames, cfg.max_frames)
     if cfg.max_frames is not None and total is not None:
         total = min(total, cfg.max_frames)
     bar = tqdm(total=total, desc=f"{pipeline.name} ({cfg.mode})", unit="frame", leave=False)
     missing = 0
+    all_targets: list[dict] = []
     t_start = time.monotonic()
     extra: dict[str, object] = {"mode": cfg.mode, "pipeline_description": pipeline.description}
 
@@ -117,10 +171,9 @@ def evaluate(
         if pred is None:
             missing += 1
             return
+        metrics = completion_metrics(frame, pred, all_targets)
         writer.add_frame(
-            FrameResult(
-                index, frame.stamp_ns, pipeline.name, completion_metrics(frame, pred), latency
-            ),
+            FrameResult(index, frame.stamp_ns, pipeline.name, metrics, latency),
             {"rgb": frame.rgb, "input_depth": frame.depth, "pred": pred, "gt": frame.gt_depth},
         )
 
@@ -163,4 +216,7 @@ def evaluate(
     bar.close()
     extra["wall_time_s"] = time.monotonic() - t_start
     extra["frames_without_result"] = missing
+    if all_targets:
+        # FocusDepth aggregation over every target of the run: median and quartiles per region
+        extra["targets"] = {"n": len(all_targets), **aggregate_targets(all_targets)}
     return writer.finish(extra)

@@ -20,33 +20,42 @@ class Pipeline:
     params_file: str  # file name under config/
     make_engine: Callable[[], CompletionEngine]
     parameters: dict[str, object] = field(default_factory=dict)  # overrides of the params file
+    # What the node gets on its depth input: the RGB-D sensor's depth, or the LiDAR scan projected
+    # into the colour camera (a sparse metric prompt).
+    depth_input: str = "sensor"  # "sensor" | "lidar"
 
     @property
     def params_path(self) -> str:
         return str(config_file(self.params_file))
 
 
-def _fill(method: str, description: str) -> Pipeline:
+def _classical(method: str, description: str, depth_input: str = "sensor") -> Pipeline:
     return Pipeline(
-        name=method,
+        name=method if depth_input == "sensor" else f"{method}_{depth_input}",
         description=description,
         executable="depth_fill_node",
         params_file="depth_fill.yaml",
         make_engine=lambda: ClassicalFillEngine(method),
         parameters={"method": method},
+        depth_input=depth_input,
     )
 
 
 PIPELINES: dict[str, Pipeline] = {
     p.name: p
     for p in (
-        _fill("nearest", "nearest valid pixel (classical)"),
-        _fill("inpaint_telea", "OpenCV Telea inpainting (classical)"),
-        _fill("inpaint_ns", "OpenCV Navier-Stokes inpainting (classical)"),
-        _fill("ipbasic", "IP-Basic morphological fill (classical)"),
+        _classical("nearest", "nearest valid pixel (classical)"),
+        _classical("inpaint_telea", "OpenCV Telea inpainting (classical)"),
+        _classical("inpaint_ns", "OpenCV Navier-Stokes inpainting (classical)"),
+        _classical("ipbasic", "IP-Basic morphological fill (classical)"),
+        _classical("jbu", "LiDAR prompt, joint bilateral upsampling (classical)", "lidar"),
+        _classical("passthrough", "sensor depth unchanged (data path only)"),
     )
 }
+# What every report compares a learned model against: hole fills of the sensor depth, and
+# colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
+PROMPT_BASELINES = ("jbu_lidar",)
 
 
 def get_pipeline(name: str) -> Pipeline:

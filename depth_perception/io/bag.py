@@ -68,7 +68,12 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from depth_perception.core.camera import Intrinsics
-from depth_perception.io.calibration import Calibration, Extrinsic, save_calibration
+from depth_perception.io.calibration import (
+    Calibration,
+    Extrinsic,
+    load_calibration,
+    save_calibration,
+)
 from depth_perception.io.frames import RGBDFrame
 from depth_perception.ros.conversions import (
     array_to_pointcloud2,
@@ -583,6 +588,8 @@ def read_tf_static(path: str | Path, topic: str = "/tf_static") -> list[Extrinsi
     by_child: dict[str, Extrinsic] = {}
     with _open_reader(Path(path)) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:  # rosbags reads *every* connection when given none
+            return []
         for conn, _, raw in reader.messages(connections=conns):
             for tf in _deserialize(reader, raw, conn.msgtype).transforms:
                 tr, q = tf.transform.translation, tf.transform.rotation
@@ -590,6 +597,16 @@ def read_tf_static(path: str | Path, topic: str = "/tf_static") -> list[Extrinsi
                     tf.header.frame_id, tf.child_frame_id, (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)
                 )
     return list(by_child.values())
+
+
+def bag_calibration(path: str | Path) -> Calibration | None:
+    """The recording's calibration: ``calibration.yaml`` in the bag directory, else /tf_static
+    (extrinsics only); None when the bag has neither."""
+    path = Path(path)
+    if (path / CALIBRATION_FILE).is_file():
+        return load_calibration(path / CALIBRATION_FILE)
+    extrinsics = read_tf_static(path)
+    return Calibration(cameras={}, extrinsics=extrinsics) if extrinsics else None
 
 
 def bag_info(path: str | Path) -> dict:
@@ -632,6 +649,7 @@ __all__ = [
     "CALIBRATION_FILE",
     "BagSummary",
     "BagTopics",
+    "bag_calibration",
     "bag_info",
     "bag_typestore",
     "canonical_cdr",

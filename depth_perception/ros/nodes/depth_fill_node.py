@@ -1,6 +1,7 @@
 """depth_fill_node: classical hole filling of registered depth (the baseline; no model).
 
-Parameters (config/depth_fill.yaml): ``method`` (nearest | inpaint_telea | inpaint_ns | ipbasic)
+Parameters (config/depth_fill.yaml): ``method`` (nearest | inpaint_telea | inpaint_ns | ipbasic |
+jbu | passthrough)
 plus those of every completion node (see depth_perception.ros.completion_node).
 """
 
