@@ -92,7 +92,7 @@ def _metrics_from_values(p: np.ndarray, g: np.ndarray, n_gt: int) -> DepthMetric
         rmse=float(np.sqrt(np.mean(diff**2))),
         rmse_log=float(np.sqrt(np.mean(log_diff**2))),
         mae=float(np.mean(np.abs(diff))),
-        log10=float(np.mean(np.abs(np.log10(p) - np.log10(g)))),
+        log10=float(np.mean(np.abs(log_diff)) / math.log(10.0)),  # |log10 p - log10 g|
         delta1=float(np.mean(ratio < DELTA_BASE)),
         delta2=float(np.mean(ratio < DELTA_BASE**2)),
         delta3=float(np.mean(ratio < DELTA_BASE**3)),
@@ -285,10 +285,24 @@ def boundary_f1_avg(
     ``weighted=False`` gives the plain mean.
     """
     _check_shapes(pred, gt)
-    pred_ratios, gt_ratios = _step_ratios(pred), _step_ratios(gt)
     ts = np.asarray(thresholds, dtype=np.float64)
-    f1 = np.array([_f1(*_precision_recall(pred_ratios, gt_ratios, float(t))) for t in ts])
-    weights = 1.0 + ts / 100.0 if weighted else np.ones_like(ts)
+    ratios = 1.0 + ts / 100.0
+    # Only pairs above the smallest threshold in either map can count at any threshold: keep
+    # those (a few percent of the image), then every threshold is a cheap comparison.
+    lowest = ratios.min()
+    precision = np.zeros_like(ts)
+    recall = np.zeros_like(ts)
+    for p, g in zip(_step_ratios(pred), _step_ratios(gt), strict=True):
+        with np.errstate(invalid="ignore"):
+            keep = (p > lowest) | (g > lowest)
+            p, g = p[keep][:, None], g[keep][:, None]
+            p_on, g_on = p > ratios, g > ratios  # (n, thresholds)
+        hits = np.count_nonzero(p_on & g_on, axis=0)
+        precision += 0.25 * hits / np.maximum(np.count_nonzero(p_on, axis=0), 1)
+        recall += 0.25 * hits / np.maximum(np.count_nonzero(g_on, axis=0), 1)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2.0 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
+    weights = ratios if weighted else np.ones_like(ts)
     return float(np.sum(f1 * weights) / np.sum(weights))
 
 
