@@ -34,7 +34,7 @@ from depth_perception.io.bag import (
     write_sim_bag,
 )
 from depth_perception.io.calibration import Calibration, load_calibration
-from depth_perception.io.frames import RGBDFrame
+from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.ros.conversions import (
     depth_image_to_metres,
     intrinsics_to_camera_info,
@@ -45,7 +45,6 @@ from depth_perception.sim.sensors import LIDAR_DTYPE, LidarConfig
 from depth_perception.sim.sequence import (
     CAMERA_LINK_T_OPTICAL,
     SequenceConfig,
-    Target,
     generate_sequence,
     sequence_calibration,
 )

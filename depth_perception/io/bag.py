@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -74,7 +74,7 @@ from depth_perception.io.calibration import (
     load_calibration,
     save_calibration,
 )
-from depth_perception.io.frames import RGBDFrame
+from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.ros.conversions import (
     array_to_pointcloud2,
     camera_info_to_intrinsics,
@@ -86,12 +86,9 @@ from depth_perception.ros.conversions import (
     numpy_to_image,
     pointcloud2_to_array,
 )
-from depth_perception.sim.sequence import (
-    SequenceConfig,
-    Target,
-    generate_sequence,
-    sequence_calibration,
-)
+
+if TYPE_CHECKING:
+    from depth_perception.sim.sequence import SequenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +424,9 @@ def write_sim_bag(
     driver), the rendered depth and instance ids on the ground-truth topics, the rig on
     ``/tf_static`` and ``calibration.yaml``.
     """
+    # Imported here: reading bags must not need the simulator (open3d) on a training cluster.
+    from depth_perception.sim.sequence import generate_sequence, sequence_calibration
+
     calibration = sequence_calibration(cfg)
     frames = (f.to_rgbd_frame() for f in generate_sequence(cfg))
     if progress:

@@ -9,6 +9,16 @@ import numpy as np
 from depth_perception.core.camera import Intrinsics
 
 
+@dataclass(frozen=True)
+class Target:
+    """A target prompt: one object to refine depth for, as a pixel box + class name."""
+
+    target_id: int  # caller's id; for simulated bags the instance id in the ground truth
+    text: str  # class name, e.g. "mug"
+    box: tuple[int, int, int, int]  # (x, y, width, height) pixels, as RegionOfInterest
+    score: float = 1.0  # detector confidence; 1.0 for ground-truth boxes
+
+
 @dataclass
 class RGBDFrame:
     """One synchronized RGB-D frame, already decoded (no ROS types)."""

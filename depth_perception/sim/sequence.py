@@ -25,7 +25,7 @@ import transforms3d.euler as te
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.io.calibration import Calibration, Extrinsic, invert_transform
-from depth_perception.io.frames import RGBDFrame
+from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.sim.render import RenderedView, random_intrinsics, render_view
 from depth_perception.sim.scenes import Scene, make_scene
 from depth_perception.sim.sensors import (
@@ -48,16 +48,6 @@ CAMERA_LINK_T_OPTICAL = np.array(
 # Sub-streams of the sequence seed: one per purpose, so they never share random numbers.
 _STREAM_INTRINSICS, _STREAM_TRAJECTORY, _STREAM_RENDER, _STREAM_RGBD = 0, 1, 2, 3
 _STREAM_LIDAR, _STREAM_RADAR = 4, 5
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target prompt: one object to refine depth for, as a pixel box + class name."""
-
-    target_id: int  # the simulator's instance id
-    text: str  # class name, e.g. "mug"
-    box: tuple[int, int, int, int]  # (x, y, width, height) pixels, as RegionOfInterest
-    score: float = 1.0  # detector confidence; 1.0 for ground-truth boxes
 
 
 @dataclass(frozen=True)
