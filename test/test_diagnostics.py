@@ -6,7 +6,6 @@ import threading
 import uuid
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -14,21 +13,6 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
 from depth_perception.ros import diagnostics as diag
 from depth_perception.ros.qos import latched_qos, qos_by_name, reliable_qos, sensor_data_qos
-
-
-@pytest.fixture(scope="module")
-def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
-
-
-@pytest.fixture
-def node(ros_context):
-    n = Node(f"diag_test_{uuid.uuid4().hex[:8]}", context=ros_context)
-    yield n
-    n.destroy_node()
 
 
 class FakeClock:

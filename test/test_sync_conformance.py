@@ -13,7 +13,6 @@ import time
 import uuid
 
 import pytest
-import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -181,21 +180,6 @@ def test_headerless_messages_are_dropped(impl):
 # ---------------------------------------------------------------------------------------------
 # SyncedSubscriptions (counters) and real DDS
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
-
-
-@pytest.fixture
-def node(ros_context):
-    n = Node(f"sync_test_{uuid.uuid4().hex[:8]}", context=ros_context)
-    yield n
-    n.destroy_node()
 
 
 def test_synced_subscriptions_counts_unmatched(node):
