@@ -1,0 +1,1 @@
+"""Building blocks: DINOv2-compatible ViT (``vit``) and MoGe-style conv decoder (``convstack``)."""
