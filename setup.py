@@ -1,6 +1,7 @@
 """ament_python package `depth_perception` (also pip-installable for development)."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -9,18 +10,21 @@ PACKAGE = "depth_perception"
 # One console entry point per node (``ros2 run depth_perception <name>``) plus the CLI.
 NODES = {
     "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node:main",
+    "rgbd_completion_node": "depth_perception.ros.nodes.rgbd_completion_node:main",
 }
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/calibration", glob("calibration/*.yaml")),
+        # the shipped default model(s): models/<name>/{config.json, model.safetensors}
+        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in glob("models/*") if Path(d).is_dir()],
     ],
     install_requires=["setuptools"],
     zip_safe=True,

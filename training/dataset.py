@@ -1,0 +1,370 @@
+"""Distributed-aware loading of tar shards: every sample exactly once per epoch, exact resume.
+
+Partition. Each epoch draws one permutation of all N samples of the manifest from
+``SeedSequence([seed, epoch])`` (the same on every rank, no communication needed). Rank r takes
+the r-th of ``world_size`` contiguous parts (``np.array_split``: when N does not divide, the
+first N % world_size ranks get one sample more). Inside a rank, the DataLoader workers take
+whole batches in turn: worker w gets batches w, w + W, w + 2W, ... of the rank's stream.
+torch's DataLoader asks its workers for batches round-robin and returns them in order, so the
+batches arrive exactly in stream order, which makes the state of a rank one number: how many
+samples of its stream were consumed. Across ranks and workers every sample is read exactly
+once; no sample is repeated to pad anything.
+
+Uneven lengths. Ranks may differ by one sample, hence by one batch. Under DDP a rank that runs
+out of batches early would leave the others waiting in their gradient all-reduce, so the
+trainer must either stop every rank after ``min(dataset.epoch_lengths()) // batch_size``
+steps (``ShardLoader.steps_per_epoch``; the few samples left over differ each epoch because
+the permutation does), or wrap the loop in ``torch.distributed.algorithms.Join`` to let the
+longer ranks finish.
+
+Resume. :class:`ShardLoader` (a DataLoader wrapper) counts the samples it hands out into the
+dataset, so ``dataset.state_dict()`` after a step is ``{epoch, consumed, ...}``; a new dataset
+with ``load_state_dict`` continues with exactly the samples (and, augmentation being seeded
+per sample and epoch, exactly the tensors) an uninterrupted run would have produced. Ranks run
+in lockstep, so rank 0's state may be loaded on every rank mid-epoch. Requirements: build the
+DataLoader through :class:`ShardLoader` (it tells the dataset the batch size, and refuses
+``persistent_workers``, whose long-lived worker copies of the dataset would miss
+``set_epoch`` / ``load_state_dict``); keep seed, world size and manifest when resuming.
+
+Samples are read by random access (one ``pread`` per member, offsets from each shard's sidecar
+index); keep shards on storage that serves random reads well (local NVMe, a parallel file
+system), since a global permutation touches every shard every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from depth_perception.core.camera import Intrinsics
+from depth_perception.core.prompts import points_to_sparse_depth
+from training.augment import AugmentConfig, augment
+from training.shards import ShardReader, decode_sample, read_manifest
+
+TARGETS = ("auto", "gt", "depth")
+
+
+# ---------------------------------------------------------------------------------------------
+# Partition
+# ---------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's order of all samples; identical on every rank."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def rank_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """Global sample ids of rank ``rank``'s stream for this epoch, in order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, {world_size})")
+    return np.array_split(epoch_permutation(n, seed, epoch), world_size)[rank]
+
+
+def worker_positions(
+    n: int, start: int, batch_size: int, worker_id: int, num_workers: int
+) -> np.ndarray:
+    """Positions of a rank's stream (length ``n``, from ``start`` on) that one worker reads:
+    whole batches, dealt round-robin as the DataLoader collects them."""
+    positions = np.arange(start, n)
+    batch = (positions - start) // batch_size
+    return positions[batch % num_workers == worker_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+# ---------------------------------------------------------------------------------------------
+
+
+def _depth_tensor(depth: np.ndarray) -> torch.Tensor:
+    """float32 metres, NaN / non-positive -> 0 (the model-side "invalid"), shape (1, H, W)."""
+    d = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+    return torch.from_numpy(d)[None]
+
+
+def to_tensors(sample: dict) -> dict:
+    """An (augmented) sample dict -> the tensors the trainer receives."""
+    out = {
+        "image": torch.from_numpy(np.ascontiguousarray(sample["rgb"].transpose(2, 0, 1))).float()
+        / 255.0,
+        "depth": _depth_tensor(sample["depth"]),
+        "target": _depth_tensor(sample["target"]),
+        "intrinsics": torch.from_numpy(sample["intrinsics"].K.astype(np.float32)),
+    }
+    out["valid"] = out["target"] > 0
+    if "prompt" in sample:
+        out["prompt"] = _depth_tensor(sample["prompt"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardDataset(IterableDataset):
+    """Samples of the shards listed in a manifest, split over ranks and workers.
+
+    Each yielded item: ``image`` (3, H, W) float in [0, 1]; ``depth`` (1, H, W) raw sensor
+    metres, 0 = hole; ``target`` (1, H, W) metres, 0 = invalid; ``valid`` (1, H, W) bool
+    (target > 0); ``intrinsics`` (3, 3); ``self_supervised`` (target is the raw depth);
+    ``key``; ``index`` (position in this rank's epoch stream); ``epoch``; with ``lidar=True``
+    also ``prompt`` (1, H, W), the LiDAR points projected into the (augmented) image, 0 = none.
+
+    ``target``: "auto" = ground truth where the sample has it, else the raw depth (the
+    self-supervised mode); "gt" = only shards whose every sample has ground truth; "depth" =
+    always the raw depth. ``batch_size`` is set by :class:`ShardLoader`: workers deal out
+    whole batches, so it must equal the DataLoader's.
+    """
+
+    def __init__(
+        self,
+        manifest_or_dir: str | Path,
+        augment_cfg: AugmentConfig | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        target: str = "auto",
+        batch_size: int = 1,
+        lidar: bool = False,
+    ) -> None:
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        root, records = read_manifest(manifest_or_dir)
+        if target == "gt":
+            records = [r for r in records if r["n_gt"] == r["n"]]
+        if not records:
+            raise ValueError(f"{manifest_or_dir}: no shards (target={target!r})")
+        self.paths = [root / r["path"] for r in records]
+        self.counts = np.array([r["n"] for r in records], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.num_samples = int(self.offsets[-1])
+        self.augment_cfg = augment_cfg
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.target = target
+        self.batch_size = int(batch_size)
+        self.lidar = lidar
+        self.epoch = 0
+        self.consumed = 0  # samples of this epoch's stream handed to the trainer
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
+
+    # --- epochs and state ---------------------------------------------------------------
+
+    def epoch_lengths(self) -> list[int]:
+        """Samples per rank in an epoch (they differ by at most one)."""
+        base, extra = divmod(self.num_samples, self.world_size)
+        return [base + (r < extra) for r in range(self.world_size)]
+
+    def __len__(self) -> int:
+        return self.epoch_lengths()[self.rank]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch; a different epoch starts from its beginning, the current one keeps
+        its progress (so a resumed trainer may call ``set_epoch`` as usual)."""
+        if epoch != self.epoch:
+            self.epoch, self.consumed = int(epoch), 0
+
+    def advance(self, n: int) -> None:
+        """Record that ``n`` more samples of this epoch reached the trainer."""
+        self.consumed = min(self.consumed + int(n), len(self))
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "num_samples": self.num_samples,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("seed", "world_size", "num_samples"):
+            if name in state and state[name] != getattr(self, name):
+                raise ValueError(
+                    f"cannot resume: {name} was {state[name]}, is {getattr(self, name)} "
+                    "(the sample streams would differ)"
+                )
+        self.epoch = int(state["epoch"])
+        self.consumed = min(int(state["consumed"]), len(self))
+
+    # --- reading ------------------------------------------------------------------------
+
+    def locate(self, sample_id: int) -> tuple[Path, int]:
+        """(shard path, position inside the shard) of a global sample id."""
+        shard = int(np.searchsorted(self.offsets, sample_id, side="right")) - 1
+        return self.paths[shard], int(sample_id - self.offsets[shard])
+
+    def load(self, sample_id: int, epoch: int, reader: ShardReader) -> dict:
+        """Decode, augment and tensorize one sample (deterministic in (seed, epoch, id))."""
+        path, position = self.locate(sample_id)
+        key, members = reader.read(path, position)
+        raw = decode_sample(members)
+        has_gt = raw["gt"] is not None
+        if self.target == "gt" and not has_gt:
+            raise ValueError(f"{key} has no ground truth (target='gt')")
+        self_supervised = self.target == "depth" or not has_gt
+        sample = {
+            "rgb": raw["rgb"],
+            "depth": raw["depth"],
+            "target": raw["depth"].copy() if self_supervised else raw["gt"],
+            "intrinsics": raw["intrinsics"],
+        }
+        if self.lidar:
+            pts = raw["lidar"]
+            sample["points"] = np.zeros((0, 3), np.float32) if pts is None else pts
+        if self.augment_cfg is not None:
+            # Per sample, not per worker: the same draw whoever loads it (exact resume).
+            rng = np.random.default_rng([self.seed, epoch, sample_id])
+            sample = augment(sample, self.augment_cfg, rng)
+        if self.lidar:
+            sample["prompt"] = points_to_sparse_depth(sample["points"], sample["intrinsics"])
+        out = to_tensors(sample)
+        out["self_supervised"] = torch.tensor(self_supervised)
+        out["key"] = key
+        return out
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch
+        order = rank_order(self.num_samples, self.seed, epoch, self.rank, self.world_size)
+        positions = worker_positions(
+            len(order), self.consumed, self.batch_size, worker_id, num_workers
+        )
+        with ShardReader() as reader:
+            for p in positions:
+                item = self.load(int(order[p]), epoch, reader)
+                item["index"] = torch.tensor(int(p))
+                item["epoch"] = torch.tensor(epoch)
+                yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+
+def _reproject_sparse(prompt: torch.Tensor, old: Intrinsics, new: Intrinsics) -> torch.Tensor:
+    """Move a sparse depth map to new intrinsics through 3-D (no point is smeared or lost to
+    interpolation, unlike resizing it as an image)."""
+    depth = prompt[0].numpy()
+    points = old.backproject(np.where(depth > 0, depth, np.nan)).reshape(-1, 3)
+    points = points[np.isfinite(points[:, 2])]
+    return _depth_tensor(points_to_sparse_depth(points, new))
+
+
+def fit_to_size(item: dict, size: tuple[int, int]) -> dict:
+    """Scale a sample (keeping its aspect) until it covers ``size`` = (W, H), then crop the
+    centre; images bilinear (antialiased), depth-like maps nearest, intrinsics updated."""
+    W, H = size
+    _, h, w = item["image"].shape
+    if (w, h) == (W, H):
+        return item
+    s = max(W / w, H / h)
+    sw, sh = max(W, round(w * s)), max(H, round(h * s))
+    x0, y0 = (sw - W) // 2, (sh - H) // 2
+    K = item["intrinsics"].numpy().astype(np.float64)
+    old = Intrinsics.from_K(K, w, h)
+    new = old.scaled(sw, sh).cropped(x0, y0, W, H)
+    out = dict(item)
+
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        return t[..., y0 : y0 + H, x0 : x0 + W].contiguous()
+
+    image = F.interpolate(
+        item["image"][None], size=(sh, sw), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+    out["image"] = crop(image.clamp(0.0, 1.0))
+    for key in ("depth", "target"):
+        # "nearest-exact" is centre-aligned, the convention of Intrinsics.scaled.
+        out[key] = crop(F.interpolate(item[key][None], size=(sh, sw), mode="nearest-exact")[0])
+    out["valid"] = out["target"] > 0
+    if "prompt" in item:
+        out["prompt"] = _reproject_sparse(item["prompt"], old, new)
+    out["intrinsics"] = torch.from_numpy(new.K.astype(np.float32))
+    return out
+
+
+@dataclass
+class Collate:
+    """Batch samples, bringing them to ``size`` = (W, H) first when given (variable-size data:
+    mixed cameras, no fixed-size augmentation); without ``size`` all must already match."""
+
+    size: tuple[int, int] | None = None
+
+    def __call__(self, items: list[dict]) -> dict:
+        if self.size is not None:
+            items = [fit_to_size(it, self.size) for it in items]
+        shapes = {tuple(it["image"].shape) for it in items}
+        if len(shapes) > 1:
+            raise ValueError(f"samples of different sizes {sorted(shapes)}: set Collate(size=...)")
+        batch = {}
+        for key, value in items[0].items():
+            if isinstance(value, torch.Tensor):
+                batch[key] = torch.stack([it[key] for it in items])
+            else:
+                batch[key] = [it[key] for it in items]
+        return batch
+
+
+class ShardLoader:
+    """A torch DataLoader over a :class:`ShardDataset` that keeps the dataset's resume state.
+
+    Every batch handed out is counted into ``dataset.consumed``; when the epoch's stream is
+    exhausted the dataset moves to the next epoch. Checkpoint ``dataset.state_dict()`` (also
+    available as ``loader.state_dict()``) with the model.
+    """
+
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        batch_size: int,
+        num_workers: int = 0,
+        collate_fn=None,
+        **loader_kwargs,
+    ) -> None:
+        if loader_kwargs.get("persistent_workers"):
+            raise ValueError("persistent_workers would keep a stale copy of the epoch state")
+        dataset.batch_size = int(batch_size)
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_fn or Collate(),
+            **loader_kwargs,
+        )
+
+    def steps_per_epoch(self, drop_last: bool = True) -> int:
+        """Batches every rank can run in lockstep in one epoch (use as the DDP step count)."""
+        shortest = min(self.dataset.epoch_lengths())
+        return shortest // self.batch_size if drop_last else math.ceil(shortest / self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch of this rank."""
+        return math.ceil((len(self.dataset) - self.dataset.consumed) / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            self.dataset.advance(len(batch["key"]))
+            yield batch
+        # Reached only when the stream ran out (not when the trainer broke out of the loop).
+        self.dataset.set_epoch(self.dataset.epoch + 1)
+
+    def state_dict(self) -> dict:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state)
