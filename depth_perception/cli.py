@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from depth_perception.eval.pipelines import BASELINES, PIPELINES
+from depth_perception.eval.pipelines import BASELINES, LEARNED, PIPELINES
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         help="dds: publish at RATE x the recorded speed without waiting (default: lockstep)",
     )
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="learned pipelines: model dir, official model.pt or preset (default: shipped model)",
+    )
     p.add_argument("--figure-every", type=int, default=10)
 
 
@@ -55,6 +60,7 @@ def _run_eval(frames_factory, total, args, title: str, calibration=None) -> dict
             rate=args.rate,
             max_frames=args.max_frames,
             figure_every=args.figure_every,
+            checkpoint=args.checkpoint if name in LEARNED else None,
         )
         summary = evaluate(
             frames_factory(),

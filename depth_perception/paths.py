@@ -32,3 +32,11 @@ def config_file(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no config file {name!r} in {path.parent}")
     return path
+
+
+DEFAULT_MODEL = "lingbot_depth_small"
+
+
+def default_model_path() -> Path:
+    """The small LingBot-Depth model shipped with the package (trained by training/)."""
+    return share_dir() / "models" / DEFAULT_MODEL

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
-from depth_perception_msgs.msg import CompletionStatus
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
+from node_harness import INTR, Collector, H, W, by_stamp, make_frame
 from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from depth_perception.core.baselines import fill_nearest
 from depth_perception.core.camera import Intrinsics
-from depth_perception.core.depth import depth_from_mm, depth_to_mm
+from depth_perception.core.depth import depth_to_mm
 from depth_perception.engines.base import CompletionResult
 from depth_perception.io.frames import RGBDFrame
 from depth_perception.paths import config_file
@@ -30,62 +29,6 @@ from depth_perception.ros.conversions import (
 from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.qos import reliable_qos
 from depth_perception.ros.replay import ReplayClient
-
-W, H = 64, 48
-INTR = Intrinsics(W, H, fx=50.0, fy=52.0, cx=31.5, cy=23.0, frame_id="cam_color_optical_frame")
-
-
-def make_frame(i: int, seed: int = 0) -> RGBDFrame:
-    """A wall at 2 m with a box at 1 m, 30 % random holes; sensor depth quantized to mm."""
-    rng = np.random.default_rng(seed + i)
-    gt = np.full((H, W), 2.0, np.float32)
-    gt[15:30, 20:40] = 1.0
-    raw = np.where(rng.random((H, W)) < 0.3, np.nan, gt).astype(np.float32)
-    raw = depth_from_mm(depth_to_mm(raw))  # what a 16UC1 camera can say
-    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    return RGBDFrame(
-        stamp_ns=1_700_000_000_000_000_000 + i * 33_000_000,
-        rgb=rgb,
-        depth=raw,
-        intrinsics=INTR,
-        gt_depth=gt,
-    )
-
-
-class Collector:
-    """Subscribes to every output of a completion node in its own context."""
-
-    def __init__(self, namespace: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("collector", namespace=namespace, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.msgs: dict[str, list] = {}
-        qos = reliable_qos(depth=50)
-        for topic, kind in [
-            ("depth_completed/image", Image),
-            ("depth_completed/image_mm", Image),
-            ("depth_completed/points", PointCloud2),
-            ("depth_completed/camera_info", CameraInfo),
-            ("depth_completed/status", CompletionStatus),
-            ("/diagnostics", DiagnosticArray),
-        ]:
-            self.msgs[topic] = []
-            self.node.create_subscription(kind, topic, self.msgs[topic].append, qos)
-
-    def spin_until(self, predicate, timeout: float = 15.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +51,6 @@ def fill_node(tmp_path_factory):
     assert node.stop() == 0, log.read_text()  # SIGINT -> clean shutdown, exit code 0
 
 
-def _by_stamp(msgs, stamp_ns):
-    for m in msgs:
-        if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns:
-            return m
-    return None
-
-
 def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     node, client, collector, log = fill_node
     frame = make_frame(0)
@@ -123,7 +59,7 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     stamp = frame.stamp_ns
     assert collector.spin_until(
         lambda: all(
-            _by_stamp(collector.msgs[t], stamp) is not None
+            by_stamp(collector.msgs[t], stamp) is not None
             for t in (
                 "depth_completed/image",
                 "depth_completed/image_mm",
@@ -135,18 +71,18 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     )
     expected = fill_nearest(frame.depth)
 
-    depth_msg = _by_stamp(collector.msgs["depth_completed/image"], stamp)
+    depth_msg = by_stamp(collector.msgs["depth_completed/image"], stamp)
     assert depth_msg.encoding == "32FC1"
     assert depth_msg.header.frame_id == "cam_color_optical_frame"
     np.testing.assert_array_equal(depth_image_to_metres(depth_msg), expected)
 
-    mm_msg = _by_stamp(collector.msgs["depth_completed/image_mm"], stamp)
+    mm_msg = by_stamp(collector.msgs["depth_completed/image_mm"], stamp)
     assert mm_msg.encoding == "16UC1"
     np.testing.assert_array_equal(
         np.frombuffer(bytes(mm_msg.data), np.uint16).reshape(H, W), depth_to_mm(expected)
     )
 
-    cloud = _by_stamp(collector.msgs["depth_completed/points"], stamp)
+    cloud = by_stamp(collector.msgs["depth_completed/points"], stamp)
     assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 32, False)
     assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 16)]
     pts = pointcloud2_to_array(cloud)
@@ -157,10 +93,10 @@ def test_every_output_published_with_encodings_frames_and_stamps(fill_node):
     raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(H, W, 32)
     np.testing.assert_array_equal(raw[..., 16:19], frame.rgb[..., ::-1])  # B, G, R
 
-    info = _by_stamp(collector.msgs["depth_completed/camera_info"], stamp)
+    info = by_stamp(collector.msgs["depth_completed/camera_info"], stamp)
     np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), INTR.K)
 
-    status = _by_stamp(collector.msgs["depth_completed/status"], stamp)
+    status = by_stamp(collector.msgs["depth_completed/status"], stamp)
     assert status.model_id == "classical/nearest"
     assert status.input_valid_ratio == pytest.approx(np.isfinite(frame.depth).mean(), abs=1e-6)
     assert status.output_valid_ratio == pytest.approx(1.0)
@@ -237,8 +173,12 @@ def test_slow_engine_processes_newest_frame_and_counts_skipped():
         for f in frames[1:]:
             client.publish(f)
             client.spin_for(0.05)
-        client.spin_for(0.5)  # all sets delivered and synchronized while the engine is busy
+        # Every set is delivered and synchronized while the engine is still busy.
+        end = time.monotonic() + 15.0
+        while node._sync.stats().matched < 6 and time.monotonic() < end:
+            client.spin_for(0.05)
         matched = node._sync.stats().matched
+        assert matched == 6
         engine.release.set()
         last = frames[-1].stamp_ns
         end = time.monotonic() + 15.0
@@ -247,7 +187,6 @@ def test_slow_engine_processes_newest_frame_and_counts_skipped():
         status = client._status_out[last]  # the newest frame is always processed
         assert status.frames_processed == 2
         assert status.frames_skipped == matched - 2
-        assert matched == 6
     finally:
         engine.release.set()
         client.close()

@@ -17,6 +17,10 @@ class CompletionResult:
     depth: np.ndarray  # (H, W) float32 metres, NaN where the engine has no answer
     confidence: np.ndarray | None = None  # (H, W) float32 in [0, 1], if the engine estimates it
 
+    def points(self, intrinsics: Intrinsics) -> np.ndarray:
+        """(H, W, 3) float32 points in the camera's optical frame; NaN where depth is."""
+        return intrinsics.backproject(self.depth)
+
 
 class CompletionEngine(Protocol):
     """Completes holey sensor depth given the registered colour image and intrinsics."""

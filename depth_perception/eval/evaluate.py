@@ -52,6 +52,7 @@ class EvalConfig:
     figure_every: int = 10
     timeout_s: float = 60.0  # dds: per frame (lockstep) or for the tail (timed)
     namespace: str = "/camera"
+    checkpoint: str | None = None  # learned pipelines: the model to load instead of the default
 
 
 def completion_metrics(
@@ -150,7 +151,7 @@ def evaluate(
 
     ``calibration`` (the recording's extrinsics) is needed by pipelines fed by the LiDAR.
     """
-    pipeline = get_pipeline(cfg.pipeline)
+    pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint)
     if pipeline.depth_input == "lidar":
         if calibration is None:
             raise ValueError(f"{pipeline.name} needs the recording's calibration (LiDAR extrinsic)")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from depth_perception.engines.base import CompletionEngine
 from depth_perception.engines.classical import ClassicalFillEngine
-from depth_perception.paths import config_file
+from depth_perception.paths import config_file, default_model_path
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,19 @@ def _classical(method: str, description: str, depth_input: str = "sensor") -> Pi
     )
 
 
+def _lingbot(checkpoint: str) -> Pipeline:
+    from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
+
+    return Pipeline(
+        name="lingbot",
+        description=f"LingBot-Depth RGB-D completion ({checkpoint})",
+        executable="rgbd_completion_node",
+        params_file="rgbd_completion.yaml",
+        make_engine=lambda: LingBotEngine(LingBotEngineConfig(checkpoint=checkpoint)),
+        parameters={"checkpoint": checkpoint},
+    )
+
+
 PIPELINES: dict[str, Pipeline] = {
     p.name: p
     for p in (
@@ -50,16 +63,24 @@ PIPELINES: dict[str, Pipeline] = {
         _classical("ipbasic", "IP-Basic morphological fill (classical)"),
         _classical("jbu", "LiDAR prompt, joint bilateral upsampling (classical)", "lidar"),
         _classical("passthrough", "sensor depth unchanged (data path only)"),
+        _lingbot(str(default_model_path())),
     )
 }
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
+LEARNED = ("lingbot",)
 
 
-def get_pipeline(name: str) -> Pipeline:
+def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
+    """The named pipeline; ``checkpoint`` swaps the model of a learned one."""
     try:
-        return PIPELINES[name]
+        pipeline = PIPELINES[name]
     except KeyError:
         raise ValueError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}") from None
+    if checkpoint is None:
+        return pipeline
+    if "checkpoint" not in pipeline.parameters:
+        raise ValueError(f"pipeline {name!r} has no model to replace")
+    return replace(_lingbot(str(checkpoint)), name=name)

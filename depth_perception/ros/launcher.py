@@ -12,11 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-# executable name -> module, for when the console script is not on PATH
-NODE_MODULES = {
-    "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node",
-}
-
 
 def _format_param(value: object) -> str:
     if isinstance(value, bool):
@@ -38,7 +33,8 @@ class NodeProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         exe = shutil.which(executable)
-        cmd = [exe] if exe else [sys.executable, "-m", NODE_MODULES[executable]]
+        # Without the console script on PATH, run the node's module (named like the executable).
+        cmd = [exe] if exe else [sys.executable, "-m", f"depth_perception.ros.nodes.{executable}"]
         ros_args: list[str] = []
         if params_file is not None:
             ros_args += ["--params-file", str(params_file)]

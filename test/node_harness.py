@@ -1,0 +1,82 @@
+"""Shared pieces of the node tests: a small synthetic frame and a subscriber to every output."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import rclpy
+from depth_perception_msgs.msg import CompletionStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from depth_perception.core.camera import Intrinsics
+from depth_perception.core.depth import depth_from_mm, depth_to_mm
+from depth_perception.io.frames import RGBDFrame
+from depth_perception.ros.qos import reliable_qos
+
+W, H = 64, 48
+INTR = Intrinsics(W, H, fx=50.0, fy=52.0, cx=31.5, cy=23.0, frame_id="cam_color_optical_frame")
+
+
+def make_frame(i: int, seed: int = 0) -> RGBDFrame:
+    """A wall at 2 m with a box at 1 m, 30 % random holes; sensor depth quantized to mm."""
+    rng = np.random.default_rng(seed + i)
+    gt = np.full((H, W), 2.0, np.float32)
+    gt[15:30, 20:40] = 1.0
+    raw = np.where(rng.random((H, W)) < 0.3, np.nan, gt).astype(np.float32)
+    raw = depth_from_mm(depth_to_mm(raw))  # what a 16UC1 camera can say
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return RGBDFrame(
+        stamp_ns=1_700_000_000_000_000_000 + i * 33_000_000,
+        rgb=rgb,
+        depth=raw,
+        intrinsics=INTR,
+        gt_depth=gt,
+    )
+
+
+class Collector:
+    """Subscribes to every output of a completion node in its own context."""
+
+    def __init__(self, namespace: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("collector", namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.msgs: dict[str, list] = {}
+        qos = reliable_qos(depth=50)
+        for topic, kind in [
+            ("depth_completed/image", Image),
+            ("depth_completed/image_mm", Image),
+            ("depth_completed/points", PointCloud2),
+            ("depth_completed/camera_info", CameraInfo),
+            ("depth_completed/confidence", Image),
+            ("depth_completed/status", CompletionStatus),
+            ("/diagnostics", DiagnosticArray),
+        ]:
+            self.msgs[topic] = []
+            self.node.create_subscription(kind, topic, self.msgs[topic].append, qos)
+
+    def spin_until(self, predicate, timeout: float = 15.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def by_stamp(msgs, stamp_ns):
+    """The message of ``msgs`` whose header stamp is ``stamp_ns`` (None if absent)."""
+    for m in msgs:
+        if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns:
+            return m
+    return None
