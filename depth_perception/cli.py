@@ -115,21 +115,22 @@ def cmd_folder_to_bag(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_bag(args: argparse.Namespace) -> None:
-    from depth_perception.eval.evaluate import hide_and_seek
+    from depth_perception.eval.evaluate import hide_and_seek, with_corruption
     from depth_perception.io.bag import bag_calibration, bag_info, read_rgbd_frames
 
-    info = bag_info(args.bag)
-    total = info.get("frames")
-    if args.hide_and_seek:
+    def frames():
+        stream = read_rgbd_frames(args.bag)
+        if args.hide_and_seek:
+            return hide_and_seek(stream, seed=args.seed)
+        if args.corrupt:
+            return with_corruption(stream, args.corrupt, seed=args.seed)
+        return stream
 
-        def frames():
-            return hide_and_seek(read_rgbd_frames(args.bag), seed=args.seed)
-    else:
-
-        def frames():
-            return read_rgbd_frames(args.bag)
-
-    _run_eval(frames, total, args, f"Replay of {Path(args.bag).name}", bag_calibration(args.bag))
+    title = f"Replay of {Path(args.bag).name}"
+    if args.corrupt:
+        title += f" (corruption: {args.corrupt})"
+    total = bag_info(args.bag).get("frames")
+    _run_eval(frames, total, args, title, bag_calibration(args.bag))
 
 
 def cmd_eval_folder(args: argparse.Namespace) -> None:
@@ -199,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hide-and-seek",
         action="store_true",
         help="bag without ground truth: hide blocks of raw depth and score on them",
+    )
+    p.add_argument(
+        "--corrupt",
+        choices=("easy", "medium", "hard", "extreme"),
+        help="LingBot-Depth protocol: the input is the ground truth corrupted at this level",
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval_bag)

@@ -138,3 +138,19 @@ def test_bag_info_counts_frames(tiny_bag):
     info = bag_info(tiny_bag)
     assert info["frames"] == 4
     assert info["topics"]["/targets"]["type"] == "depth_perception_msgs/msg/TargetPromptArray"
+
+
+def test_corruption_protocol_input_comes_from_ground_truth(tiny_bag):
+    from depth_perception.eval.evaluate import with_corruption
+
+    frames = list(read_rgbd_frames(tiny_bag))
+    easy = list(with_corruption(frames, "easy", seed=0))
+    hard = list(with_corruption(frames, "hard", seed=0))
+    again = list(with_corruption(frames, "hard", seed=0))
+    for f, e, h, a in zip(frames, easy, hard, again, strict=True):
+        np.testing.assert_array_equal(h.depth, a.depth)  # deterministic
+        ok = valid_depth(h.depth)
+        assert valid_depth(e.depth).sum() > ok.sum()  # harder level, more holes
+        assert not (ok & ~valid_depth(f.gt_depth)).any()  # never depth where GT has none
+        rel = np.abs(h.depth[ok] - f.gt_depth[ok]) / f.gt_depth[ok]
+        assert 0 < np.median(rel) < 0.05  # noisy ground truth, not the sensor's depth

@@ -131,6 +131,19 @@ def hide_and_seek(
         yield replace(frame, depth=masked, gt_depth=gt)
 
 
+def with_corruption(frames: Iterable[RGBDFrame], level: str, seed: int = 0) -> Iterator[RGBDFrame]:
+    """The LingBot-Depth evaluation protocol: the input is the ground truth corrupted at
+    ``level`` (block masking + noise, ``sim.sensors.corrupt_depth``), scored against the
+    ground truth. Deterministic for a seed."""
+    from depth_perception.sim.sensors import corrupt_depth
+
+    rng = np.random.default_rng(seed)
+    for frame in frames:
+        if frame.gt_depth is None:
+            raise ValueError(f"frame {frame.stamp_ns} has no ground truth to corrupt")
+        yield replace(frame, depth=corrupt_depth(frame.gt_depth, level, rng))
+
+
 def _limit(frames: Iterable[RGBDFrame], n: int | None) -> Iterator[RGBDFrame]:
     for i, frame in enumerate(frames):
         if n is not None and i >= n:
