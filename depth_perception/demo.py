@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate, hide_and_seek
-from depth_perception.eval.pipelines import BASELINES, PROMPT_BASELINES
+from depth_perception.eval.pipelines import BASELINES, LEARNED, PROMPT_BASELINES
 from depth_perception.eval.report import compare_table
 from depth_perception.io.bag import (
     bag_calibration,
@@ -24,6 +24,7 @@ from depth_perception.io.bag import (
     write_sim_bag,
 )
 from depth_perception.io.image_folder import find_real_captures, read_image_folder
+from depth_perception.paths import default_model_path
 from depth_perception.sim.sequence import SequenceConfig
 
 DATA_DIR = Path("data")
@@ -88,13 +89,19 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
     t0 = time.monotonic()
     sections = []
 
+    learned: tuple[str, ...] = ()
+    if (default_model_path() / "config.json").is_file():
+        learned = LEARNED
+    else:
+        print(f"no shipped model at {default_model_path()}: evaluating the baselines only")
+
     bag = sample_bag(n_frames)
     print(f"replaying {bag} through each pipeline's node over DDS ...")
     synthetic = _evaluate_bag(
         bag,
         out / "synthetic",
         f"Synthetic tabletop ({bag.name})",
-        BASELINES + PROMPT_BASELINES,
+        learned + BASELINES + PROMPT_BASELINES,
         hidden=False,
     )
     table = compare_table(synthetic, list(HEADLINE_METRICS))
@@ -105,7 +112,11 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
     if real is not None:
         print(f"replaying {real} (hide-and-seek: 10 % of valid raw depth hidden) ...")
         scores = _evaluate_bag(
-            real, out / "real", "Real RGB-D captures (hide-and-seek)", BASELINES, hidden=True
+            real,
+            out / "real",
+            "Real RGB-D captures (hide-and-seek)",
+            learned + BASELINES,
+            hidden=True,
         )
         table = compare_table(scores, ["abs_rel", "rmse", "mae", "delta1", "coverage"])
         sections.append(

@@ -68,6 +68,20 @@ class Collector:
             self.executor.spin_once(timeout_sec=0.02)
         return predicate()
 
+    def wait_for_publishers(
+        self,
+        topics=("depth_completed/image", "depth_completed/camera_info", "depth_completed/status"),
+        timeout: float = 20.0,
+    ) -> bool:
+        """Until the outputs have publishers in the graph (then a short settle, so the first
+        result published after this is not lost to unfinished endpoint matching)."""
+        names = [self.node.resolve_topic_name(t) for t in topics]
+        ok = self.spin_until(lambda: all(self.node.count_publishers(n) > 0 for n in names), timeout)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+        return ok
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()

@@ -45,6 +45,7 @@ def fill_node(tmp_path_factory):
     collector = Collector(namespace)
     client = ReplayClient(namespace)
     assert client.wait_for_node(20.0), log.read_text()
+    assert collector.wait_for_publishers(), log.read_text()
     yield node, client, collector, log
     client.close()
     collector.close()

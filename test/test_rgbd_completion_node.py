@@ -42,6 +42,7 @@ def setup(tmp_path_factory):
     collector = Collector(namespace)
     client = ReplayClient(namespace)
     assert client.wait_for_node(60.0), log.read_text()
+    assert collector.wait_for_publishers(), log.read_text()
     yield checkpoint, frames, node, client, collector, log
     client.close()
     collector.close()
