@@ -1,0 +1,354 @@
+"""Training configuration: nested dataclasses, loaded from YAML, overridable from the CLI.
+
+One YAML file describes a whole run (model, data, optimisation, schedule, precision,
+parallelism, checkpoints, logging); see ``training/configs/``. Every key is optional (the
+dataclass defaults apply) but unknown keys are errors, so a typo cannot silently do nothing.
+Quick experiments override single values without editing the file::
+
+    python -m training.train --config training/configs/lingbot_tiny_cpu.yaml \\
+        --set iterations=50 --set optim.lr=3e-4 --set optim.groups.0.warmup_iters=10
+
+Values are parsed as YAML (``[112, 84]``, ``null``, ``true``) and then coerced to the field's
+type, so ``1e-4`` (which YAML 1.1 reads as a string) still becomes a float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.augment import AugmentConfig
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+STRATEGIES = ("ddp", "fsdp")
+SCHEDULES = ("step", "cosine", "constant")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train and how to initialise it."""
+
+    preset: str | None = "tiny"  # a ``depth_perception.models.lingbot.PRESETS`` name
+    config: dict[str, Any] | None = None  # a full official-style model_config (wins over preset)
+    init_dinov2: str | None = None  # transformers DINOv2 dir to initialise the ViT from (paper)
+    init_checkpoint: str | None = None  # fine-tune: anything ``load_model`` accepts
+    # fnmatch patterns of parameters kept fixed. DINOv2's mask_token is unused by the RGB-D
+    # forward pass; a parameter without gradient would stall DDP's gradient reduction.
+    freeze: list[str] = field(default_factory=lambda: ["encoder.backbone.mask_token"])
+    # Token budget per step: an int, or [lo, hi] drawn uniformly per step (the same on every
+    # rank); None = the model's num_tokens_range.
+    num_tokens: int | list[int] | None = None
+
+
+@dataclass
+class CorruptConfig:
+    """Input corruption: with probability ``p`` the model sees ``corrupt_depth(target, level)``
+    (a random level of ``levels``) instead of the raw sensor depth, the evaluation protocol's
+    block holes and noise."""
+
+    p: float = 0.0
+    levels: list[str] = field(default_factory=lambda: ["easy", "medium", "hard", "extreme"])
+
+
+@dataclass
+class DataConfig:
+    """Shards (``python -m training.extract`` output) and how to batch them."""
+
+    train: list[str] = field(default_factory=list)  # manifest files or shard directories
+    target: str = "auto"  # ShardDataset target: auto | gt | depth
+    batch_size: int = 8  # per process (GPU); the global batch is batch_size * world_size
+    size: list[int] | None = None  # Collate (W, H) for mixed-size data; None: as augmented
+    num_workers: int = 4
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)
+
+
+@dataclass
+class MaskingConfig:
+    """Masked depth modeling (``training_token_mask``): invalid patches always hidden, mixed
+    ones with ``mixed_mask_prob``, random valid ones until the ratio is in ``ratio_range``."""
+
+    mixed_mask_prob: float = 0.75
+    ratio_range: list[float] = field(default_factory=lambda: [0.6, 0.9])
+
+
+@dataclass
+class LossConfig:
+    """L1 on valid target pixels (``depth_l1_loss``) plus binary cross-entropy of the
+    confidence head against target validity on samples with ground truth (the mask head
+    decides which pixels ``infer`` keeps; 0 freezes it)."""
+
+    depth_weight: float = 1.0
+    mask_weight: float = 0.1
+
+
+@dataclass
+class ParamGroupConfig:
+    """Parameters whose name matches any fnmatch ``patterns`` (first matching group wins)."""
+
+    name: str = "encoder"
+    patterns: list[str] = field(default_factory=lambda: ["*backbone*"])
+    lr: float = 1e-5
+    warmup_iters: int = 0  # linear warm-up: lr * min(1, (t + 1) / warmup_iters)
+    weight_decay: float | None = None  # None: OptimConfig.weight_decay
+
+
+@dataclass
+class OptimConfig:
+    """AdamW. ``lr`` / ``warmup_iters`` belong to the parameters no group matches ("rest")."""
+
+    lr: float = 1e-4
+    warmup_iters: int = 0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    groups: list[ParamGroupConfig] = field(
+        default_factory=lambda: [ParamGroupConfig("encoder", ["*backbone*"], 1e-5, 2000)]
+    )
+    grad_clip: float | None = 1.0  # max global grad norm; None: no clipping
+
+
+@dataclass
+class ScheduleConfig:
+    """Multiplier on every group's lr after warm-up: ``step``: gamma ** (t // step_size) (the
+    paper: x0.5 every 25k); ``cosine``: to ``min_lr_ratio`` at ``iterations``; ``constant``."""
+
+    kind: str = "step"
+    step_size: int = 25_000
+    gamma: float = 0.5
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class ValConfig:
+    """Periodic validation on held-out shards: AbsRel / RMSE / delta1 per image, averaged."""
+
+    data: list[str] = field(default_factory=list)  # manifests / dirs; empty: no validation
+    every: int = 1000  # iterations; 0: only at the end
+    target: str = "auto"
+    batch_size: int | None = None  # None: data.batch_size
+    size: list[int] | None = None  # Collate (W, H); None: native size (must all match)
+    max_batches: int | None = None  # per rank
+    num_tokens: int | None = None  # None: top of the model's range (what infer uses)
+    corrupt_level: str | None = None  # input = corrupt_depth(gt, level), the LingBot protocol
+    max_depth: float | None = None  # score ground truth up to this range (metres)
+    metric: str = "abs_rel"  # picks RUN/best (abs_rel / rmse: lower, delta1: higher wins)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000  # iterations
+    keep: int = 3  # newest checkpoints kept (the latest always is)
+
+
+@dataclass
+class LogConfig:
+    every: int = 20  # scalars (TensorBoard + metrics.jsonl)
+    image_every: int = 500  # sample images; 0: never
+    images: int = 2  # samples per image log
+    progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = True
+
+
+@dataclass
+class DistConfig:
+    strategy: str = "ddp"  # ddp | fsdp (FULL_SHARD over the ViT blocks; for ViT-L and larger)
+    backend: str | None = None  # None: nccl on CUDA, gloo on CPU
+    timeout_min: float = 30.0
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    run_dir: str = "out/train/run"
+    seed: int = 0
+    iterations: int = 1000
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch intra-op threads per process; None: torch's default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def validate(self) -> TrainConfig:
+        """Check the choices the trainer cannot recover from later; returns self."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.dist.strategy not in STRATEGIES:
+            raise ValueError(f"dist.strategy must be one of {STRATEGIES}")
+        if self.schedule.kind not in SCHEDULES:
+            raise ValueError(f"schedule.kind must be one of {SCHEDULES}")
+        if self.model.preset is None and self.model.config is None:
+            raise ValueError("set model.preset or model.config")
+        if not self.data.train:
+            raise ValueError("data.train lists no manifest")
+        if self.iterations < 1 or self.data.batch_size < 1:
+            raise ValueError("iterations and data.batch_size must be positive")
+        if self.val.metric not in ("abs_rel", "rmse", "delta1"):
+            raise ValueError("val.metric must be abs_rel, rmse or delta1")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# ---------------------------------------------------------------------------------------------
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    """(the non-None member of ``X | None``, whether None is allowed)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), optional  # noqa: UP007
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type (dataclasses recursively)."""
+    inner, optional = _strip_optional(tp)
+    if value is None:
+        if optional or inner is Any:
+            return None
+        raise ValueError(f"{where}: may not be null")
+    origin = typing.get_origin(inner)
+    if dataclasses.is_dataclass(inner):
+        if isinstance(value, inner):
+            return value
+        return from_dict(inner, value, where)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | list[int]: first that fits
+        for option in typing.get_args(inner):
+            try:
+                return _coerce(value, option, where)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"{where}: {value!r} fits none of {inner}")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(inner)[:1] or (Any,)
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or inner is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if inner is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if inner in (int, float):
+        if isinstance(value, bool):
+            raise TypeError(f"{where}: expected a number, got {value!r}")
+        number = inner(value)  # "1e-4" -> 1e-4; YAML 1.1 leaves such literals as strings
+        if inner is int and isinstance(value, float) and number != value:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if inner is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (YAML) mapping; unknown keys raise ``ValueError``."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    """A config as plain YAML/JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides and loading
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` to a nested dict in place (list items by index: ``groups.0.lr``)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {assignment!r} is not key=value")
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = node[_index(part, node, where)]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise ValueError(f"override {assignment!r}: {where} is not a mapping or list")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(last, node, key)] = value
+    else:
+        node[last] = value
+
+
+def _index(part: str, items: list, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(items) <= int(part) < len(items):
+        raise ValueError(f"override: {where} needs an index into a list of {len(items)}")
+    return int(part)
+
+
+def _defaults_for_lists(data: dict) -> dict:
+    """Materialise default param groups so ``optim.groups.0.lr=...`` works on configs that
+    rely on the default groups."""
+    optim = data.setdefault("optim", {}) if isinstance(data, dict) else {}
+    if isinstance(optim, dict) and "groups" not in optim:
+        optim["groups"] = to_dict(OptimConfig().groups)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A YAML file (or the defaults) plus ``key=value`` overrides, validated."""
+    data: dict = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+    if overrides:
+        _defaults_for_lists(data)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(TrainConfig, data).validate()
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
