@@ -48,7 +48,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure-every", type=int, default=10)
 
 
-def _run_eval(frames_factory, total, args, title: str, calibration=None) -> dict[str, dict]:
+def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
     from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate
     from depth_perception.eval.report import compare_table
 
@@ -68,7 +68,6 @@ def _run_eval(frames_factory, total, args, title: str, calibration=None) -> dict
             args.out / name,
             f"{title}: {name}",
             total,
-            calibration=calibration,
         )
         summaries[name] = summary.to_dict()
         rtf = summary.real_time_factor
@@ -115,22 +114,23 @@ def cmd_folder_to_bag(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_bag(args: argparse.Namespace) -> None:
-    from depth_perception.eval.evaluate import hide_and_seek, with_corruption
-    from depth_perception.io.bag import bag_calibration, bag_info, read_rgbd_frames
+    from depth_perception.eval.evaluate import chain_bags, hide_and_seek, with_corruption
+    from depth_perception.io.bag import bag_info
 
     def frames():
-        stream = read_rgbd_frames(args.bag)
+        stream = chain_bags(args.bag)
         if args.hide_and_seek:
             return hide_and_seek(stream, seed=args.seed)
         if args.corrupt:
             return with_corruption(stream, args.corrupt, seed=args.seed)
         return stream
 
-    title = f"Replay of {Path(args.bag).name}"
+    names = ", ".join(Path(b).name for b in args.bag[:3]) + (" ..." if len(args.bag) > 3 else "")
+    title = f"Replay of {names}"
     if args.corrupt:
         title += f" (corruption: {args.corrupt})"
-    total = bag_info(args.bag).get("frames")
-    _run_eval(frames, total, args, title, bag_calibration(args.bag))
+    total = sum(bag_info(b).get("frames", 0) for b in args.bag)
+    _run_eval(frames, total, args, title)
 
 
 def cmd_eval_folder(args: argparse.Namespace) -> None:
@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.set_defaults(func=cmd_folder_to_bag)
 
-    p = sub.add_parser("eval-bag", help="replay a bag through pipelines and score them")
-    p.add_argument("bag", type=Path)
+    p = sub.add_parser("eval-bag", help="replay bags through pipelines and score them")
+    p.add_argument("bag", type=Path, nargs="+", help="one or more rosbag2 directories")
     _add_eval_args(p)
     p.add_argument(
         "--hide-and-seek",

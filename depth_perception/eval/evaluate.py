@@ -100,17 +100,24 @@ def target_regions(frame: RGBDFrame, pred: np.ndarray, r: int = 10) -> list[dict
     return [region_metrics(pred, frame.gt_depth, m, r=r) for m in masks if m.any()]
 
 
-def with_lidar_prompt(frames: Iterable[RGBDFrame], calibration: Calibration) -> Iterator[RGBDFrame]:
+def with_lidar_prompt(
+    frames: Iterable[RGBDFrame], calibration: Calibration | None = None
+) -> Iterator[RGBDFrame]:
     """Replace each frame's depth input with its LiDAR scan projected into the colour camera.
 
     The sparse metric prompt (z-buffered, NaN elsewhere) is what prompt-based methods densify.
+    The LiDAR extrinsic comes from ``frame.extra["calibration"]`` (set by :func:`chain_bags`)
+    or else from ``calibration``.
     """
     for frame in frames:
+        cal = frame.extra.get("calibration") or calibration
+        if cal is None:
+            raise ValueError("LiDAR prompts need the recording's calibration (LiDAR extrinsic)")
         points = frame.extra.get("lidar")
         if points is None:
             raise ValueError(f"frame {frame.stamp_ns} has no LiDAR scan to build a prompt from")
         lidar_frame = frame.extra.get("lidar_frame_id", "lidar_link")
-        cam_T_lidar = calibration.transform(frame.frame_id, lidar_frame)
+        cam_T_lidar = cal.transform(frame.frame_id, lidar_frame)
         xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1).astype(np.float64)
         prompt = points_to_sparse_depth(transform_points(xyz, cam_T_lidar), frame.intrinsics)
         yield replace(frame, depth=prompt)
@@ -144,6 +151,25 @@ def with_corruption(frames: Iterable[RGBDFrame], level: str, seed: int = 0) -> I
         yield replace(frame, depth=corrupt_depth(frame.gt_depth, level, rng))
 
 
+def chain_bags(bags: Iterable[str | Path]) -> Iterator[RGBDFrame]:
+    """Frames of several bags in a row, each carrying its bag's calibration; stamps shifted so
+    they keep increasing across bags (recordings often all start at the same time)."""
+    from depth_perception.io.bag import bag_calibration, read_rgbd_frames
+
+    offset = last = 0
+    for bag in bags:
+        calibration = bag_calibration(bag)
+        first = None
+        for frame in read_rgbd_frames(bag):
+            if first is None:
+                first = frame.stamp_ns
+                offset = max(0, last + 100_000_000 - first)  # 0.1 s after the previous bag
+            frame.extra["calibration"] = calibration
+            frame = replace(frame, stamp_ns=frame.stamp_ns + offset)
+            last = frame.stamp_ns
+            yield frame
+
+
 def _limit(frames: Iterable[RGBDFrame], n: int | None) -> Iterator[RGBDFrame]:
     for i, frame in enumerate(frames):
         if n is not None and i >= n:
@@ -166,8 +192,6 @@ def evaluate(
     """
     pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint)
     if pipeline.depth_input == "lidar":
-        if calibration is None:
-            raise ValueError(f"{pipeline.name} needs the recording's calibration (LiDAR extrinsic)")
         frames = with_lidar_prompt(frames, calibration)
     writer = ReportWriter(out_dir, pipeline.name, title, figure_every=cfg.figure_every)
     frames = _limit(frames, cfg.max_frames)
