@@ -146,6 +146,15 @@ def cmd_eval_folder(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_complete(args: argparse.Namespace) -> None:
+    from depth_perception.eval.complete_files import complete_files, frames_from
+    from depth_perception.eval.pipelines import get_pipeline
+
+    engine = get_pipeline(args.pipeline, args.checkpoint).make_engine()
+    written = complete_files(engine, frames_from(args.input), args.out)
+    print(f"{len(written)} frames completed with {engine.model_id} -> {args.out}")
+
+
 def cmd_pipelines(args: argparse.Namespace) -> None:
     for name, p in PIPELINES.items():
         print(f"{name:16s} {p.description}  [node: {p.executable}, config/{p.params_file}]")
@@ -214,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval_folder)
+
+    p = sub.add_parser("complete", help="complete depth of image captures or a bag into files")
+    p.add_argument("input", type=Path, help="rosbag2 dir, a capture dir, or a folder of them")
+    p.add_argument("--pipeline", choices=sorted(PIPELINES), default="lingbot")
+    p.add_argument("--checkpoint", default=None, help="learned pipelines: the model to load")
+    p.add_argument("--out", type=Path, default=Path("out/complete"))
+    p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("pipelines", help="list the pipelines")
     p.set_defaults(func=cmd_pipelines)

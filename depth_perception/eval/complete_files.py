@@ -1,0 +1,71 @@
+"""Complete depth of image folders or bags offline and write the results as files.
+
+Per frame ``<name>``: ``<name>_depth.png`` (16-bit millimetres, 0 = no depth, what RGB-D tools
+read), ``<name>_depth.npy`` (float32 metres, NaN = no depth), ``<name>_confidence.png`` (8-bit,
+when the method has one) and ``<name>_preview.png`` (colour | input | output, colorized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from depth_perception.core.depth import depth_to_mm
+from depth_perception.core.visualize import colorize_depth, depth_range, save_png, side_by_side
+from depth_perception.engines.base import CompletionEngine
+from depth_perception.io.frames import RGBDFrame
+
+
+def frames_from(path: str | Path) -> Iterator[tuple[str, RGBDFrame]]:
+    """(name, frame) of a rosbag2 directory, a folder of captures, or one capture directory."""
+    from depth_perception.io.image_folder import capture_dirs, is_capture_dir, read_capture
+
+    path = Path(path)
+    if (path / "metadata.yaml").is_file():
+        from depth_perception.io.bag import read_rgbd_frames
+
+        for i, frame in enumerate(read_rgbd_frames(path)):
+            yield f"{i:06d}", frame
+    elif is_capture_dir(path):
+        yield path.name, read_capture(path)
+    else:
+        dirs = capture_dirs(path)
+        if not dirs:
+            raise FileNotFoundError(f"{path}: neither a rosbag2 directory nor image captures")
+        for d in dirs:
+            yield d.name, read_capture(d)
+
+
+def complete_files(
+    engine: CompletionEngine,
+    items: Iterable[tuple[str, RGBDFrame]],
+    out_dir: str | Path,
+    total: int | None = None,
+) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in tqdm(items, total=total, desc=engine.model_id, unit="frame"):
+        result = engine.complete(frame.rgb, frame.depth, frame.intrinsics)
+        depth_png = out / f"{name}_depth.png"
+        cv2.imwrite(str(depth_png), depth_to_mm(result.depth))
+        np.save(out / f"{name}_depth.npy", result.depth)
+        if result.confidence is not None:
+            conf = np.clip(np.nan_to_num(result.confidence) * 255.0 + 0.5, 0, 255)
+            cv2.imwrite(str(out / f"{name}_confidence.png"), conf.astype(np.uint8))
+        vmin, vmax = depth_range(result.depth)
+        preview = side_by_side(
+            [
+                frame.rgb,
+                colorize_depth(frame.depth, vmin, vmax),
+                colorize_depth(result.depth, vmin, vmax),
+            ],
+            ["rgb", "input depth", engine.model_id],
+        )
+        save_png(out / f"{name}_preview.png", preview)
+        written.append(depth_png)
+    return written
