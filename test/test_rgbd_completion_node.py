@@ -108,3 +108,18 @@ def test_engine_points_follow_the_intrinsics(setup):
         ],
         rtol=1e-5,
     )
+
+
+def test_keep_measured_keeps_sensor_depth_and_fills_holes(setup):
+    checkpoint, frames, *_ = setup
+    frame = frames[0]
+    plain = LingBotEngine(LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu"))
+    keep = LingBotEngine(
+        LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu", keep_measured=True)
+    )
+    full = plain.complete(frame.rgb, frame.depth, frame.intrinsics).depth
+    kept = keep.complete(frame.rgb, frame.depth, frame.intrinsics).depth
+    measured = np.isfinite(frame.depth)
+    assert 0 < measured.mean() < 1
+    np.testing.assert_array_equal(kept[measured], frame.depth[measured])
+    np.testing.assert_array_equal(kept[~measured], full[~measured])

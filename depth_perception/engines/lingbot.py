@@ -33,6 +33,8 @@ class LingBotEngineConfig:
     compile: bool = False  # torch.compile the model (first frame is slow)
     max_input_side: int = 0  # > 0: downscale larger inputs first (output at the input size)
     confidence_threshold: float = 0.0  # output NaN where the model's confidence is lower
+    # Publish the sensor's own depth where it measured one; the model fills only the holes.
+    keep_measured: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,6 +100,9 @@ class LingBotEngine:
         pred_np[~np.isfinite(pred_np) | (pred_np <= 0)] = np.nan
         if conf_np is not None and self.cfg.confidence_threshold > 0:
             pred_np[conf_np < self.cfg.confidence_threshold] = np.nan
+        if self.cfg.keep_measured:
+            measured = np.isfinite(depth) & (depth > 0)
+            pred_np[measured] = depth[measured]
         return CompletionResult(depth=pred_np, confidence=conf_np)
 
 

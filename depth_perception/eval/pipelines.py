@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from depth_perception.engines.base import CompletionEngine
 from depth_perception.engines.classical import ClassicalFillEngine
@@ -41,16 +41,18 @@ def _classical(method: str, description: str, depth_input: str = "sensor") -> Pi
     )
 
 
-def _lingbot(checkpoint: str) -> Pipeline:
+def _lingbot(checkpoint: str, keep_measured: bool = False) -> Pipeline:
     from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
 
+    cfg = LingBotEngineConfig(checkpoint=checkpoint, keep_measured=keep_measured)
     return Pipeline(
-        name="lingbot",
-        description=f"LingBot-Depth RGB-D completion ({checkpoint})",
+        name="lingbot_keep_measured" if keep_measured else "lingbot",
+        description=f"LingBot-Depth RGB-D completion ({checkpoint})"
+        + (", sensor depth kept where measured" if keep_measured else ""),
         executable="rgbd_completion_node",
         params_file="rgbd_completion.yaml",
-        make_engine=lambda: LingBotEngine(LingBotEngineConfig(checkpoint=checkpoint)),
-        parameters={"checkpoint": checkpoint},
+        make_engine=lambda: LingBotEngine(cfg),
+        parameters={"checkpoint": checkpoint, "keep_measured": keep_measured},
     )
 
 
@@ -64,13 +66,14 @@ PIPELINES: dict[str, Pipeline] = {
         _classical("jbu", "LiDAR prompt, joint bilateral upsampling (classical)", "lidar"),
         _classical("passthrough", "sensor depth unchanged (data path only)"),
         _lingbot(str(default_model_path())),
+        _lingbot(str(default_model_path()), keep_measured=True),
     )
 }
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
-LEARNED = ("lingbot",)
+LEARNED = ("lingbot", "lingbot_keep_measured")
 
 
 def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
@@ -83,4 +86,4 @@ def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
         return pipeline
     if "checkpoint" not in pipeline.parameters:
         raise ValueError(f"pipeline {name!r} has no model to replace")
-    return replace(_lingbot(str(checkpoint)), name=name)
+    return _lingbot(str(checkpoint), keep_measured=bool(pipeline.parameters["keep_measured"]))
