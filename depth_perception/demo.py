@@ -13,13 +13,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate, hide_and_seek
+from depth_perception.eval.evaluate import (
+    HEADLINE_METRICS,
+    EvalConfig,
+    chain_bags,
+    evaluate,
+    hide_and_seek,
+)
 from depth_perception.eval.pipelines import BASELINES, LEARNED, PROMPT_BASELINES
 from depth_perception.eval.report import compare_table
 from depth_perception.io.bag import (
-    bag_calibration,
     bag_info,
-    read_rgbd_frames,
     write_frames_bag,
     write_sim_bag,
 )
@@ -64,16 +68,13 @@ def _evaluate_bag(
     bag: Path, out: Path, title: str, pipelines: tuple[str, ...], hidden: bool
 ) -> dict[str, dict]:
     total = bag_info(bag).get("frames")
-    calibration = bag_calibration(bag)
     summaries = {}
     for name in pipelines:
-        frames = read_rgbd_frames(bag)
+        frames = chain_bags([bag])  # as `eval-bag`: frames carry the bag's calibration
         if hidden:
             frames = hide_and_seek(frames, seed=0)
         cfg = EvalConfig(pipeline=name, mode="dds", figure_every=5)
-        summary = evaluate(
-            frames, cfg, out / name, f"{title}: {name}", total=total, calibration=calibration
-        )
+        summary = evaluate(frames, cfg, out / name, f"{title}: {name}", total=total)
         summaries[name] = summary.to_dict()
         print(
             f"  {name:14s} {summary.frames} frames, "

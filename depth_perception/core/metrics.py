@@ -239,16 +239,32 @@ def _contours_from_ratios(ratios: tuple[np.ndarray, ...], t: float) -> tuple[np.
 
 
 def _precision_recall(
-    pred_ratios: tuple[np.ndarray, ...], gt_ratios: tuple[np.ndarray, ...], t: float
-) -> tuple[float, float]:
-    precision = recall = 0.0
-    pred_maps = _contours_from_ratios(pred_ratios, t)
-    gt_maps = _contours_from_ratios(gt_ratios, t)
-    for p, g in zip(pred_maps, gt_maps, strict=True):
-        hits = np.count_nonzero(p & g)
-        precision += 0.25 * hits / max(np.count_nonzero(p), 1)
-        recall += 0.25 * hits / max(np.count_nonzero(g), 1)
-    return float(precision), float(recall)
+    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth Pro precision and recall at each threshold (percent), as arrays.
+
+    Only pairs above the smallest threshold in either map can count at any threshold: keep
+    those (a few percent of an image), then every threshold is a cheap comparison.
+    """
+    _check_shapes(pred, gt)
+    ratios = 1.0 + np.asarray(thresholds, dtype=np.float64) / 100.0
+    lowest = ratios.min()
+    precision = np.zeros_like(ratios)
+    recall = np.zeros_like(ratios)
+    for p, g in zip(_step_ratios(pred), _step_ratios(gt), strict=True):
+        with np.errstate(invalid="ignore"):
+            keep = (p > lowest) | (g > lowest)
+            p, g = p[keep][:, None], g[keep][:, None]
+            p_on, g_on = p > ratios, g > ratios  # (pairs, thresholds)
+        hits = np.count_nonzero(p_on & g_on, axis=0)
+        precision += 0.25 * hits / np.maximum(np.count_nonzero(p_on, axis=0), 1)
+        recall += 0.25 * hits / np.maximum(np.count_nonzero(g_on, axis=0), 1)
+    return precision, recall
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    denom = precision + recall
+    return np.where(denom > 0, 2.0 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
 
 
 def boundary_precision_recall(pred: np.ndarray, gt: np.ndarray, t: float) -> tuple[float, float]:
@@ -259,17 +275,13 @@ def boundary_precision_recall(pred: np.ndarray, gt: np.ndarray, t: float) -> tup
     Depth Pro, a direction with no contours contributes 0, so even identical maps only reach 1.0
     when the scene has steps in all four directions (e.g. a near object on a far background).
     """
-    _check_shapes(pred, gt)
-    return _precision_recall(_step_ratios(pred), _step_ratios(gt), t)
-
-
-def _f1(p: float, r: float) -> float:
-    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
+    precision, recall = _precision_recall(pred, gt, [t])
+    return float(precision[0]), float(recall[0])
 
 
 def boundary_f1(pred: np.ndarray, gt: np.ndarray, t: float) -> float:
     """Depth Pro occluding-contour F1 at threshold ``t`` percent (0 when P + R == 0)."""
-    return _f1(*boundary_precision_recall(pred, gt, t))
+    return float(_f1(*_precision_recall(pred, gt, [t]))[0])
 
 
 def boundary_f1_avg(
@@ -284,25 +296,9 @@ def boundary_f1_avg(
     ``1 + t/100`` normalised to sum 1, i.e. slightly more weight on the larger steps;
     ``weighted=False`` gives the plain mean.
     """
-    _check_shapes(pred, gt)
     ts = np.asarray(thresholds, dtype=np.float64)
-    ratios = 1.0 + ts / 100.0
-    # Only pairs above the smallest threshold in either map can count at any threshold: keep
-    # those (a few percent of the image), then every threshold is a cheap comparison.
-    lowest = ratios.min()
-    precision = np.zeros_like(ts)
-    recall = np.zeros_like(ts)
-    for p, g in zip(_step_ratios(pred), _step_ratios(gt), strict=True):
-        with np.errstate(invalid="ignore"):
-            keep = (p > lowest) | (g > lowest)
-            p, g = p[keep][:, None], g[keep][:, None]
-            p_on, g_on = p > ratios, g > ratios  # (n, thresholds)
-        hits = np.count_nonzero(p_on & g_on, axis=0)
-        precision += 0.25 * hits / np.maximum(np.count_nonzero(p_on, axis=0), 1)
-        recall += 0.25 * hits / np.maximum(np.count_nonzero(g_on, axis=0), 1)
-    denom = precision + recall
-    f1 = np.where(denom > 0, 2.0 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
-    weights = ratios if weighted else np.ones_like(ts)
+    f1 = _f1(*_precision_recall(pred, gt, ts))
+    weights = 1.0 + ts / 100.0 if weighted else np.ones_like(ts)
     return float(np.sum(f1 * weights) / np.sum(weights))
 
 

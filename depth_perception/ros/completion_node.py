@@ -44,6 +44,7 @@ from depth_perception.ros.conversions import (
     image_to_rgb,
     intrinsics_to_camera_info,
     metres_to_depth_image,
+    stamp_to_ns,
 )
 from depth_perception.ros.diagnostics import OK, DiagnosticsReporter
 from depth_perception.ros.qos import reliable_qos, sensor_data_qos
@@ -204,7 +205,7 @@ class DepthCompletionNode(Node):
         status.messages_unmatched = stats.total_unmatched
         self._pub_status.publish(status)
         with self._history_lock:
-            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+            stamp_ns = stamp_to_ns(header.stamp)
             self._history[stamp_ns] = (header, result.depth, intrinsics)
             while len(self._history) > self._history_size:
                 self._history.popitem(last=False)
@@ -225,7 +226,7 @@ class DepthCompletionNode(Node):
     def _on_depth_query(
         self, request: DepthQuery.Request, response: DepthQuery.Response
     ) -> DepthQuery.Response:
-        stamp_ns = request.stamp.sec * 1_000_000_000 + request.stamp.nanosec
+        stamp_ns = stamp_to_ns(request.stamp)
         with self._history_lock:
             if not self._history:
                 entry = None

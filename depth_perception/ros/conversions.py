@@ -52,6 +52,8 @@ __all__ = [
     "BRIDGE_IMPLEMENTATION",
     "CvBridge",
     "CvBridgeError",
+    "ns_to_stamp",
+    "stamp_to_ns",
     "array_to_pointcloud2",
     "camera_info_to_intrinsics",
     "copy_header",
@@ -73,6 +75,18 @@ _ENCODER = _CompatCvBridge()
 # ---------------------------------------------------------------------------------------------
 # Headers
 # ---------------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """A header stamp (builtin_interfaces/Time, rosbags Time or rclpy Time) -> nanoseconds."""
+    if hasattr(stamp, "nanoseconds"):
+        return int(stamp.nanoseconds)
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int) -> Time:
+    """Nanoseconds -> builtin_interfaces/Time."""
+    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
 
 
 def copy_header(header: Any = None, frame_id: str | None = None) -> Header:

@@ -30,6 +30,8 @@ import rclpy.logging
 from rclpy.clock import ROSClock
 from rclpy.duration import Duration
 
+from depth_perception.ros.conversions import stamp_to_ns
+
 __all__ = [
     "ApproximateTimeSynchronizer",
     "SimpleFilter",
@@ -37,15 +39,6 @@ __all__ = [
     "TimeSynchronizer",
     "stamp_to_ns",
 ]
-
-_NS_PER_S = 1_000_000_000
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """A header stamp (builtin_interfaces/Time, rosbags Time or rclpy Time) -> nanoseconds."""
-    if hasattr(stamp, "nanoseconds"):
-        return int(stamp.nanoseconds)
-    return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
 
 
 class SimpleFilter:

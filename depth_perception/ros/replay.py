@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from depth_perception_msgs.msg import CompletionStatus
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image
@@ -31,7 +30,9 @@ from depth_perception.ros.conversions import (
     depth_image_to_metres,
     intrinsics_to_camera_info,
     metres_to_depth_image,
+    ns_to_stamp,
     numpy_to_image,
+    stamp_to_ns,
 )
 from depth_perception.ros.qos import reliable_qos
 
@@ -42,14 +43,6 @@ class ReplayResult:
     depth: np.ndarray | None  # published completed depth (m), None if nothing came back
     status: CompletionStatus | None
     round_trip_ms: float | None  # publish -> result received (lockstep pacing only)
-
-
-def stamp_to_msg(stamp_ns: int) -> Time:
-    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
-
-
-def stamp_from_msg(stamp: Time) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class ReplayClient:
@@ -75,10 +68,10 @@ class ReplayClient:
         )
 
     def _on_depth(self, msg: Image) -> None:
-        self._depth_out[stamp_from_msg(msg.header.stamp)] = msg
+        self._depth_out[stamp_to_ns(msg.header.stamp)] = msg
 
     def _on_status(self, msg: CompletionStatus) -> None:
-        self._status_out[stamp_from_msg(msg.header.stamp)] = msg
+        self._status_out[stamp_to_ns(msg.header.stamp)] = msg
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -103,7 +96,7 @@ class ReplayClient:
         return False
 
     def publish(self, frame: RGBDFrame) -> None:
-        header = Header(stamp=stamp_to_msg(frame.stamp_ns), frame_id=frame.frame_id)
+        header = Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
         self._pub_info.publish(intrinsics_to_camera_info(frame.intrinsics, header))
         self._pub_rgb.publish(numpy_to_image(frame.rgb, "rgb8", header))
         self._pub_depth.publish(metres_to_depth_image(frame.depth, header, "16UC1"))

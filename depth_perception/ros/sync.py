@@ -32,7 +32,7 @@ except ImportError:
 
     SYNC_IMPLEMENTATION = "depth_perception.ros.message_filters_compat"
 
-from depth_perception.ros.message_filters_compat import stamp_to_ns
+from depth_perception.ros.conversions import stamp_to_ns
 
 __all__ = [
     "SYNC_IMPLEMENTATION",
