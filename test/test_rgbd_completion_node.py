@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from node_harness import Collector, by_stamp
 
+from depth_perception.core.fusion import align_to_measured
 from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
 from depth_perception.io.bag import read_rgbd_frames, write_sim_bag
 from depth_perception.models.checkpoints import save_checkpoint
@@ -110,16 +111,18 @@ def test_engine_points_follow_the_intrinsics(setup):
     )
 
 
-def test_keep_measured_keeps_sensor_depth_and_fills_holes(setup):
-    checkpoint, frames, *_ = setup
-    frame = frames[0]
-    plain = LingBotEngine(LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu"))
-    keep = LingBotEngine(
-        LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu", keep_measured=True)
-    )
-    full = plain.complete(frame.rgb, frame.depth, frame.intrinsics).depth
-    kept = keep.complete(frame.rgb, frame.depth, frame.intrinsics).depth
+def test_fusion_modes_keep_sensor_depth_and_fill_holes_from_the_model(setup):
+    checkpoint, frame = setup[0], setup[1][0]
+
+    def run(mode: str) -> np.ndarray:
+        cfg = LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu", fuse_measured=mode)
+        return LingBotEngine(cfg).complete(frame.rgb, frame.depth, frame.intrinsics).depth
+
+    full, kept, aligned = run("none"), run("keep"), run("align")
     measured = np.isfinite(frame.depth)
     assert 0 < measured.mean() < 1
     np.testing.assert_array_equal(kept[measured], frame.depth[measured])
     np.testing.assert_array_equal(kept[~measured], full[~measured])
+    np.testing.assert_array_equal(aligned, align_to_measured(full, frame.depth))
+    with pytest.raises(ValueError, match="fuse_measured"):
+        LingBotEngineConfig(checkpoint=str(checkpoint), fuse_measured="blend")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from depth_perception.core.camera import Intrinsics
+from depth_perception.core.fusion import FUSION_MODES, fuse_measured
 from depth_perception.engines.base import CompletionResult
 from depth_perception.models.checkpoints import load_model
 from depth_perception.models.lingbot import PRESETS
@@ -33,8 +34,16 @@ class LingBotEngineConfig:
     compile: bool = False  # torch.compile the model (first frame is slow)
     max_input_side: int = 0  # > 0: downscale larger inputs first (output at the input size)
     confidence_threshold: float = 0.0  # output NaN where the model's confidence is lower
-    # Publish the sensor's own depth where it measured one; the model fills only the holes.
-    keep_measured: bool = False
+    # How the model's depth and the sensor's are combined (core.fusion.FUSION_MODES): "none"
+    # the model everywhere, "keep" the sensor where it measured, "align" as keep with the
+    # model's depth in the holes rescaled to the measurements around them.
+    fuse_measured: str = "align"
+
+    def __post_init__(self) -> None:
+        if self.fuse_measured not in FUSION_MODES:
+            raise ValueError(
+                f"fuse_measured {self.fuse_measured!r}: choose from {list(FUSION_MODES)}"
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,9 +109,7 @@ class LingBotEngine:
         pred_np[~np.isfinite(pred_np) | (pred_np <= 0)] = np.nan
         if conf_np is not None and self.cfg.confidence_threshold > 0:
             pred_np[conf_np < self.cfg.confidence_threshold] = np.nan
-        if self.cfg.keep_measured:
-            measured = np.isfinite(depth) & (depth > 0)
-            pred_np[measured] = depth[measured]
+        pred_np = fuse_measured(pred_np, depth, self.cfg.fuse_measured)
         return CompletionResult(depth=pred_np, confidence=conf_np)
 
 

@@ -41,18 +41,25 @@ def _classical(method: str, description: str, depth_input: str = "sensor") -> Pi
     )
 
 
-def _lingbot(checkpoint: str, keep_measured: bool = False) -> Pipeline:
+_LINGBOT_FUSION = {
+    "none": ("lingbot", ""),
+    "keep": ("lingbot_keep_measured", ", sensor depth kept where measured"),
+    "align": ("lingbot_aligned", ", sensor depth kept, holes rescaled to the measurements"),
+}
+
+
+def _lingbot(checkpoint: str, fuse_measured: str = "none") -> Pipeline:
     from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
 
-    cfg = LingBotEngineConfig(checkpoint=checkpoint, keep_measured=keep_measured)
+    cfg = LingBotEngineConfig(checkpoint=checkpoint, fuse_measured=fuse_measured)
+    name, detail = _LINGBOT_FUSION[fuse_measured]
     return Pipeline(
-        name="lingbot_keep_measured" if keep_measured else "lingbot",
-        description=f"LingBot-Depth RGB-D completion ({checkpoint})"
-        + (", sensor depth kept where measured" if keep_measured else ""),
+        name=name,
+        description=f"LingBot-Depth RGB-D completion ({checkpoint}){detail}",
         executable="rgbd_completion_node",
         params_file="rgbd_completion.yaml",
         make_engine=lambda: LingBotEngine(cfg),
-        parameters={"checkpoint": checkpoint, "keep_measured": keep_measured},
+        parameters={"checkpoint": checkpoint, "fuse_measured": fuse_measured},
     )
 
 
@@ -66,14 +73,15 @@ PIPELINES: dict[str, Pipeline] = {
         _classical("jbu", "LiDAR prompt, joint bilateral upsampling (classical)", "lidar"),
         _classical("passthrough", "sensor depth unchanged (data path only)"),
         _lingbot(str(default_model_path())),
-        _lingbot(str(default_model_path()), keep_measured=True),
+        _lingbot(str(default_model_path()), fuse_measured="keep"),
+        _lingbot(str(default_model_path()), fuse_measured="align"),
     )
 }
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
-LEARNED = ("lingbot", "lingbot_keep_measured")
+LEARNED = ("lingbot", "lingbot_keep_measured", "lingbot_aligned")
 
 
 def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
@@ -86,4 +94,4 @@ def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
         return pipeline
     if "checkpoint" not in pipeline.parameters:
         raise ValueError(f"pipeline {name!r} has no model to replace")
-    return _lingbot(str(checkpoint), keep_measured=bool(pipeline.parameters["keep_measured"]))
+    return _lingbot(str(checkpoint), fuse_measured=str(pipeline.parameters["fuse_measured"]))

@@ -3,7 +3,7 @@
 Parameters (config/rgbd_completion.yaml): ``checkpoint`` (our model directory, an official
 ``model.pt`` or a directory holding one; default: the model shipped with the package),
 ``device``, ``num_tokens``, ``precision``, ``compile``, ``max_input_side``,
-``confidence_threshold``, ``keep_measured``, plus those of every completion node (see
+``confidence_threshold``, ``fuse_measured``, plus those of every completion node (see
 depth_perception.ros.completion_node).
 """
 
@@ -30,7 +30,7 @@ class RGBDCompletionNode(DepthCompletionNode):
             compile=bool(declare("compile", False).value),
             max_input_side=int(declare("max_input_side", 0).value),
             confidence_threshold=float(declare("confidence_threshold", 0.0).value),
-            keep_measured=bool(declare("keep_measured", False).value),
+            fuse_measured=declare("fuse_measured", "align").value,
         )
         engine = LingBotEngine(cfg)
         self.get_logger().info(
