@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("complete", help="complete depth of image captures or a bag into files")
     p.add_argument("input", type=Path, help="rosbag2 dir, a capture dir, or a folder of them")
-    p.add_argument("--pipeline", choices=sorted(PIPELINES), default="lingbot")
+    p.add_argument("--pipeline", choices=sorted(PIPELINES), default="lingbot_aligned")
     p.add_argument("--checkpoint", default=None, help="learned pipelines: the model to load")
     p.add_argument("--out", type=Path, default=Path("out/complete"))
     p.set_defaults(func=cmd_complete)

@@ -84,6 +84,7 @@ def test_outputs_match_the_engine_with_encodings_frames_and_stamps(setup):
         status = by_stamp(collector.msgs["depth_completed/status"], stamp)
         assert status.model_id == engine.model_id
         assert status.model_id.startswith("lingbot-depth/tiny_model:")
+        assert status.model_id.endswith("+align")  # the fusion the shipped config publishes
         assert status.output_valid_ratio == pytest.approx(np.isfinite(result.depth).mean())
     # A model output covers the whole image, holes included.
     assert np.isfinite(results[0].depth).all()

@@ -66,6 +66,8 @@ class LingBotEngine:
         self.model = load_model(cfg.checkpoint).to(self.device).eval()
         name = Path(cfg.checkpoint).name or cfg.checkpoint
         self.model_id = f"lingbot-depth/{name}:{self.model.describe()}"
+        if cfg.fuse_measured != "none":  # status readers should see what was published
+            self.model_id += f"+{cfg.fuse_measured}"
         lo, hi = self.model.num_tokens_range
         self.num_tokens = int(min(max(cfg.num_tokens, lo), hi))
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
