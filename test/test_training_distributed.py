@@ -118,6 +118,16 @@ def assert_same_model(a: Path, b: Path, atol: float = 1e-4) -> None:
     assert worst < atol, worst
 
 
+def assert_resumed_like(run: Path, single: Path) -> None:
+    """A run resumed from step 2 logged steps 3-4 with the uninterrupted run's losses and ended
+    with its weights."""
+    got, ref = losses(run), losses(single)
+    assert sorted(got) == [3, 4]
+    for step in got:
+        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-7)
+    assert_same_model(single, run)
+
+
 @pytest.fixture(scope="module")
 def single(shards, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("single") / "run"
@@ -154,21 +164,13 @@ def test_ddp_matches_single_process(single, ddp):
 def test_ddp_checkpoint_resumes_in_one_process(single, ddp, shards, tmp_path):
     run = tmp_path / "run"
     run_single(run, shards, resume=ddp / ckpt.CHECKPOINTS / "step-00000002")
-    got, ref = losses(run), losses(single)
-    assert sorted(got) == [3, 4]
-    for step in got:
-        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-7)
-    assert_same_model(single, run)
+    assert_resumed_like(run, single)
 
 
 def test_single_checkpoint_resumes_under_ddp(single, shards, tmp_path):
     run = tmp_path / "run"
     run_torchrun(run, shards, "--resume", str(single / ckpt.CHECKPOINTS / "step-00000002"))
-    got, ref = losses(run), losses(single)
-    assert sorted(got) == [3, 4]
-    for step in got:
-        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-7)
-    assert_same_model(single, run)
+    assert_resumed_like(run, single)
 
 
 def test_fsdp_matches_single_process(single, shards, tmp_path):

@@ -72,16 +72,16 @@ PIPELINES: dict[str, Pipeline] = {
         _classical("ipbasic", "IP-Basic morphological fill (classical)"),
         _classical("jbu", "LiDAR prompt, joint bilateral upsampling (classical)", "lidar"),
         _classical("passthrough", "sensor depth unchanged (data path only)"),
-        _lingbot(str(default_model_path())),
-        _lingbot(str(default_model_path()), fuse_measured="keep"),
-        _lingbot(str(default_model_path()), fuse_measured="align"),
     )
 }
+PIPELINES.update(
+    (p.name, p) for p in (_lingbot(str(default_model_path()), mode) for mode in _LINGBOT_FUSION)
+)
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
-LEARNED = ("lingbot", "lingbot_keep_measured", "lingbot_aligned")
+LEARNED = tuple(name for name, _ in _LINGBOT_FUSION.values())
 
 
 def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
