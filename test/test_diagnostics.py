@@ -74,6 +74,7 @@ def test_status_content_and_staleness(node):
     stale = reporter.status()
     assert stale.level == DiagnosticStatus.STALE and "3.5 s" in stale.message
     assert values_of(stale)["frames"] == "42"  # last values kept for the operator
+    reporter.publish()  # the WARN went out; an OK now replaces it
     reporter.update(DiagnosticStatus.OK, "back")  # bytes levels are accepted too
     assert reporter.status().level == DiagnosticStatus.OK
     assert diag.level_name(DiagnosticStatus.ERROR) == "ERROR"
@@ -82,19 +83,38 @@ def test_status_content_and_staleness(node):
     reporter.destroy()
 
 
-def test_error_logs_throttled(node, monkeypatch):
+def test_error_logs_throttled_per_kind(node, monkeypatch):
     logger = RecordingLogger()
     monkeypatch.setattr(node, "get_logger", lambda: logger)
-    reporter = diag.DiagnosticsReporter(node, "engine", "gpu0", log_throttle_s=2.5)
-    reporter.error("inference failed", error="CUDA OOM")
+    clock = FakeClock()
+    reporter = diag.DiagnosticsReporter(node, "engine", "gpu0", log_throttle_s=2.5, clock=clock)
+    reporter.error("inference failed", kind="engine", error="CUDA OOM")
+    reporter.error("inference failed again", kind="engine")  # same kind within 2.5 s: throttled
+    reporter.error("camera_info has a non-finite fx", kind="camera_info")  # another kind: logged
     reporter.warn("slow")
-    assert logger.calls == [
-        ("error", "inference failed", {"throttle_duration_sec": 2.5}),
-        ("warning", "slow", {"throttle_duration_sec": 2.5}),
+    assert [(lvl, msg) for lvl, msg, _ in logger.calls] == [
+        ("error", "inference failed"),
+        ("error", "camera_info has a non-finite fx"),
+        ("warning", "slow"),
     ]
-    assert reporter.status().level == DiagnosticStatus.WARN
-    reporter.error("again")
-    assert reporter.status().level == DiagnosticStatus.ERROR
+    clock.now += 2.6
+    reporter.error("inference failed a third time", kind="engine")
+    assert logger.calls[-1][1] == "inference failed a third time (1 more like it suppressed)"
+    reporter.destroy()
+
+
+def test_worst_status_is_published_before_it_is_replaced(node):
+    reporter = diag.DiagnosticsReporter(node, "engine", "gpu0")
+    reporter.error("bad frame", kind="input")
+    reporter.ok("completing depth")  # the next good frame, before the timer published
+    status = reporter.status()
+    assert status.level == DiagnosticStatus.ERROR and status.message == "bad frame"
+    reporter.publish()  # the error went out once; now the current status shows
+    assert reporter.status().level == DiagnosticStatus.OK
+    reporter.warn("slow")
+    reporter.error("worse")
+    reporter.warn("slow again")
+    assert reporter.status().message == "worse"
     reporter.destroy()
 
 

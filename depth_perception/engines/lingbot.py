@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from depth_perception.core.camera import Intrinsics
-from depth_perception.core.fusion import FUSION_MODES, fuse_measured
+from depth_perception.core.fusion import FUSION_MODES, fuse_measured, fused_confidence
 from depth_perception.engines.base import CompletionResult
 from depth_perception.models.checkpoints import load_model
 from depth_perception.models.lingbot import PRESETS
@@ -33,7 +33,10 @@ class LingBotEngineConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False  # torch.compile the model (first frame is slow)
     max_input_side: int = 0  # > 0: downscale larger inputs first (output at the input size)
-    confidence_threshold: float = 0.0  # output NaN where the model's confidence is lower
+    confidence_threshold: float = 0.0  # output NaN where the published confidence is lower
+    # Confidence in a hole falls to 1/e at this fraction of the image's longer side away from
+    # the nearest measurement (core.fusion.fused_confidence).
+    hole_confidence_scale: float = 0.05
     # How the model's depth and the sensor's are combined (core.fusion.FUSION_MODES): "none"
     # the model everywhere, "keep" the sensor where it measured, "align" as keep with the
     # model's depth in the holes rescaled to the measurements around them.
@@ -109,9 +112,12 @@ class LingBotEngine:
         pred_np = pred.cpu().numpy().astype(np.float32)
         conf_np = conf.cpu().numpy().astype(np.float32) if conf is not None else None
         pred_np[~np.isfinite(pred_np) | (pred_np <= 0)] = np.nan
-        if conf_np is not None and self.cfg.confidence_threshold > 0:
+        mode = self.cfg.fuse_measured
+        pred_np = fuse_measured(pred_np, depth, mode)
+        conf_np = fused_confidence(conf_np, depth, mode, self.cfg.hole_confidence_scale)
+        conf_np[~np.isfinite(pred_np)] = 0.0
+        if self.cfg.confidence_threshold > 0:
             pred_np[conf_np < self.cfg.confidence_threshold] = np.nan
-        pred_np = fuse_measured(pred_np, depth, self.cfg.fuse_measured)
         return CompletionResult(depth=pred_np, confidence=conf_np)
 
 

@@ -15,6 +15,12 @@ Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside 
 
 When the engine is slower than the camera, only the newest synchronized frame waits for the
 worker; older ones are counted as skipped, so latency never grows with a backlog.
+
+Fail-safe rules (every node through this base): a frame whose input is malformed (encoding,
+size, camera_info) is dropped with a throttled error naming the field and an ERROR on
+/diagnostics; depth outside [min_depth, max_depth] is invalid; a frame with less valid input
+depth than ``min_input_valid_ratio`` is published as NaN (the model has no metric anchor), and
+suspicious stamps are counted and warned about. The node keeps serving the next frame.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import valid_ratio
-from depth_perception.engines.base import CompletionEngine
+from depth_perception.engines.base import CompletionEngine, CompletionResult
 from depth_perception.ros.conversions import (
     CvBridgeError,
     camera_info_to_intrinsics,
@@ -48,10 +54,23 @@ from depth_perception.ros.conversions import (
 )
 from depth_perception.ros.diagnostics import OK, DiagnosticsReporter
 from depth_perception.ros.qos import reliable_qos, sensor_data_qos
+from depth_perception.ros.stamps import StampMonitor
 from depth_perception.ros.sync import SyncedSubscriptions
 
 INPUT_TOPICS = ("rgb/image_rect_color", "depth_registered/image_rect", "rgb/camera_info")
 OUTPUT_PREFIX = "depth_completed"
+
+
+class FrameRejected(ValueError):
+    """A synchronized frame that cannot be processed; ``kind`` names the faulty input."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class NodeStartupError(RuntimeError):
+    """The node cannot start (engine, checkpoint, device, parameters): one clear message."""
 
 
 @dataclass
@@ -67,17 +86,43 @@ class DepthCompletionNode(Node):
 
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        # Set first: destroy_node() must work on a node whose engine failed to build.
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self.declare_parameter("sync", "exact")
         self.declare_parameter("queue_size", 10)
-        self.declare_parameter("slop", 0.05)
+        self.declare_parameter("slop", 0.015)
         self.declare_parameter("qos_depth", 5)
         self.declare_parameter("publish_cloud", True)
         self.declare_parameter("publish_depth_mm", False)
         self.declare_parameter("publish_confidence", True)
         self.declare_parameter("diagnostics_period", 1.0)
         self.declare_parameter("query_history", 30)
+        self.declare_parameter("min_depth", 0.0)
+        self.declare_parameter("max_depth", 200.0)
+        self.declare_parameter("min_input_valid_ratio", 0.001)
+        self.declare_parameter("max_input_pixels", 2_500_000)
         p = self.get_parameter
+        sync = str(p("sync").value)
+        if sync not in ("exact", "approximate"):
+            raise NodeStartupError(f"parameter sync is {sync!r}: choose exact or approximate")
+        self._min_depth = float(p("min_depth").value)
+        self._max_depth = float(p("max_depth").value)
+        if not 0.0 <= self._min_depth < self._max_depth:
+            raise NodeStartupError(
+                f"min_depth {self._min_depth} / max_depth {self._max_depth}: "
+                "need 0 <= min_depth < max_depth"
+            )
+        self._min_valid_ratio = float(p("min_input_valid_ratio").value)
+        self._max_pixels = int(p("max_input_pixels").value)
 
-        self.engine: CompletionEngine = self.make_engine()
+        try:
+            self.engine: CompletionEngine = self.make_engine()
+        except NodeStartupError:
+            raise
+        except Exception as exc:  # checkpoint, device, method: say what failed, once
+            raise NodeStartupError(f"cannot build the engine: {exc}") from exc
         self.get_logger().info(f"engine: {self.engine.model_id}")
 
         out_qos = reliable_qos(depth=5)
@@ -111,9 +156,11 @@ class DepthCompletionNode(Node):
         self._processed = 0
         self._skipped = 0
         self._input_errors = 0
+        self._errors_by_kind: dict[str, int] = {}
+        self._blind_frames = 0
+        self._out_of_range_px = 0
+        self._stamps = StampMonitor()
         self._pending: _SyncedFrame | None = None
-        self._wake = threading.Condition()
-        self._stopping = False
         # stamp (ns) -> (header, completed depth, intrinsics) of the last frames, for depth_query
         self._history: OrderedDict[int, tuple] = OrderedDict()
         self._history_size = int(p("query_history").value)
@@ -125,7 +172,7 @@ class DepthCompletionNode(Node):
             [(Image, INPUT_TOPICS[0]), (Image, INPUT_TOPICS[1]), (CameraInfo, INPUT_TOPICS[2])],
             sensor_data_qos(depth=int(p("qos_depth").value)),
             queue_size=int(p("queue_size").value),
-            slop=float(p("slop").value),
+            slop=float(p("slop").value) if sync == "approximate" else None,
             callback=self._on_synced,
         )
         self._worker = threading.Thread(target=self._work, name="completion", daemon=True)
@@ -157,29 +204,109 @@ class DepthCompletionNode(Node):
         try:
             self._process(frame)
         except (ValueError, CvBridgeError) as exc:  # malformed or unsupported input
-            self._input_errors += 1
-            self.diagnostics.error(f"bad input frame dropped: {exc}")
+            self._reject(getattr(exc, "kind", "input"), f"bad input frame dropped: {exc}")
         except Exception as exc:  # keep serving the next frame whatever the engine did
-            self._input_errors += 1
             self.get_logger().error(traceback.format_exc(), throttle_duration_sec=10.0)
-            self.diagnostics.error(f"processing failed: {type(exc).__name__}: {exc}")
+            self._reject("engine", f"processing failed: {type(exc).__name__}: {exc}")
+
+    def _reject(self, kind: str, message: str) -> None:
+        self._input_errors += 1
+        self._errors_by_kind[kind] = self._errors_by_kind.get(kind, 0) + 1
+        self.diagnostics.error(
+            message,
+            kind=kind,
+            input_errors=self._input_errors,
+            **{f"errors_{k}": n for k, n in self._errors_by_kind.items()},
+        )
 
     # -- processing --------------------------------------------------------------------------
-    def _process(self, frame: _SyncedFrame) -> None:
-        depth = depth_image_to_metres(frame.depth)
-        rgb = image_to_rgb(frame.rgb)
+    def _check_image_size(self, msg: Image, what: str) -> None:
+        """Before decoding: an empty image or one beyond ``max_input_pixels`` is rejected."""
+        width, height = int(msg.width), int(msg.height)
+        if width <= 0 or height <= 0:
+            raise FrameRejected(what, f"{what} image is {width}x{height}")
+        if width * height > self._max_pixels:
+            raise FrameRejected(
+                what,
+                f"{what} image is {width}x{height} = {width * height} pixels, more than "
+                f"max_input_pixels = {self._max_pixels}",
+            )
+
+    def _decode(self, frame: _SyncedFrame) -> tuple[np.ndarray, np.ndarray, Intrinsics, int]:
+        """(rgb, depth in metres, intrinsics of the depth image, out-of-range pixel count)."""
+        self._check_image_size(frame.depth, "depth")
+        self._check_image_size(frame.rgb, "colour")
+        try:
+            depth = depth_image_to_metres(frame.depth)
+        except (ValueError, CvBridgeError) as exc:
+            raise FrameRejected("depth", str(exc)) from None
+        try:
+            rgb = image_to_rgb(frame.rgb)
+        except (ValueError, CvBridgeError) as exc:
+            raise FrameRejected("colour", str(exc)) from None
+        try:
+            intrinsics = camera_info_to_intrinsics(frame.info)
+        except ValueError as exc:
+            raise FrameRejected("camera_info", str(exc)) from None
         height, width = depth.shape
-        intrinsics = camera_info_to_intrinsics(frame.info)
-        if intrinsics.fx <= 0 or intrinsics.fy <= 0:
-            raise ValueError(f"camera_info has no valid focal length (K={list(frame.info.k)})")
         if intrinsics.size != (width, height):
             # camera_info of another resolution of the same (registered) camera
             intrinsics = intrinsics.scaled(width, height)
         if rgb.shape[:2] != (height, width):
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        out_of_range = self._limit_range(depth)
+        return rgb, depth, intrinsics, out_of_range
 
-        result = self.engine.complete(rgb, depth, intrinsics)
+    def _limit_range(self, depth: np.ndarray) -> int:
+        """Invalidate (NaN) depth outside [min_depth, max_depth] in place; how many pixels."""
+        with np.errstate(invalid="ignore"):
+            outside = (depth < self._min_depth) | (depth > self._max_depth)
+        count = int(np.count_nonzero(outside))
+        if count:
+            depth[outside] = np.nan
+        return count
+
+    def _process(self, frame: _SyncedFrame) -> None:
+        rgb, depth, intrinsics, out_of_range = self._decode(frame)
         header = frame.depth.header  # outputs describe the registered depth image
+        warnings: list[tuple[str, str]] = []  # (kind, message): logs are throttled per kind
+        stamp_problem = self._stamps.check(
+            stamp_to_ns(header.stamp), self.get_clock().now().nanoseconds
+        )
+        if stamp_problem:
+            warnings.append(("stamp", stamp_problem))
+        if out_of_range:
+            self._out_of_range_px += out_of_range
+            warnings.append(
+                (
+                    "range",
+                    f"{out_of_range} input pixels outside [{self._min_depth}, {self._max_depth}] m"
+                    " treated as invalid",
+                )
+            )
+
+        in_ratio = valid_ratio(depth)
+        if in_ratio == 0.0 or in_ratio < self._min_valid_ratio:
+            self._blind_frames += 1
+        if in_ratio < self._min_valid_ratio:
+            # No metric anchor: whatever a model says here is a guess of scale. Publish "unknown".
+            warnings.append(
+                (
+                    "blind",
+                    f"input depth valid ratio {in_ratio:.4f} < min_input_valid_ratio "
+                    f"{self._min_valid_ratio}: published no depth",
+                )
+            )
+            result = CompletionResult(
+                depth=np.full(depth.shape, np.nan, np.float32),
+                confidence=np.zeros(depth.shape, np.float32),
+            )
+        else:
+            if in_ratio == 0.0:  # the user asked for prompt-free output (min ratio 0)
+                warnings.append(("blind", "no valid input depth: the output's scale is a guess"))
+            result = self.engine.complete(rgb, depth, intrinsics)
+            self._limit_range(result.depth)
+
         self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
         self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
         if self._pub_depth_mm is not None:
@@ -192,7 +319,7 @@ class DepthCompletionNode(Node):
 
         self._processed += 1
         latency_ms = (time.monotonic() - frame.received) * 1e3
-        in_ratio, out_ratio = valid_ratio(depth), valid_ratio(result.depth)
+        out_ratio = valid_ratio(result.depth)
         stats = self._sync.stats()
         status = CompletionStatus()
         status.header = header
@@ -209,18 +336,24 @@ class DepthCompletionNode(Node):
             self._history[stamp_ns] = (header, result.depth, intrinsics)
             while len(self._history) > self._history_size:
                 self._history.popitem(last=False)
-        self.diagnostics.update(
-            OK,
-            "completing depth",
+        values = dict(
             model_id=self.engine.model_id,
             frames_processed=self._processed,
             frames_skipped=self._skipped,
             messages_unmatched=stats.total_unmatched,
             input_errors=self._input_errors,
+            blind_frames=self._blind_frames,
+            out_of_range_pixels=self._out_of_range_px,
+            **self._stamps.counters(),
             latency_ms=f"{latency_ms:.1f}",
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
         )
+        if warnings:
+            message = "; ".join(text for _, text in warnings)
+            self.diagnostics.warn(message, kind="+".join(k for k, _ in warnings), **values)
+        else:
+            self.diagnostics.update(OK, "completing depth", **values)
 
     # -- depth_query service -------------------------------------------------------------------
     def _on_depth_query(
@@ -262,5 +395,6 @@ class DepthCompletionNode(Node):
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        self._worker.join(timeout=5.0)
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
         super().destroy_node()

@@ -191,18 +191,34 @@ def metres_to_depth_image(depth: np.ndarray, header: Any = None, encoding: str =
 
 
 def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """sensor_msgs/CameraInfo (rclpy or rosbags) -> :class:`Intrinsics`."""
+    """sensor_msgs/CameraInfo (rclpy or rosbags) -> :class:`Intrinsics`.
+
+    Raises ValueError naming the offending field for an uncalibrated camera (K = 0), non-finite
+    or non-positive focal lengths, a non-finite principal point or an image size of 0.
+    """
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    frame = msg.header.frame_id
     if k[0, 0] == 0.0 or k[1, 1] == 0.0:
         # REP: "If K[0] == 0.0, the camera is uncalibrated"; back-projection would divide by 0.
-        raise ValueError(f"CameraInfo for frame '{msg.header.frame_id}' is uncalibrated (K = 0)")
+        raise ValueError(f"CameraInfo for frame '{frame}' is uncalibrated (K = 0)")
+    for name, value in (("fx", k[0, 0]), ("fy", k[1, 1]), ("cx", k[0, 2]), ("cy", k[1, 2])):
+        if not np.isfinite(value):
+            raise ValueError(f"CameraInfo for frame '{frame}' has a non-finite {name} ({value})")
+    for name, value in (("fx", k[0, 0]), ("fy", k[1, 1])):
+        if value <= 0:
+            raise ValueError(f"CameraInfo for frame '{frame}' has {name} = {value} (must be > 0)")
+    if int(msg.width) <= 0 or int(msg.height) <= 0:
+        raise ValueError(
+            f"CameraInfo for frame '{frame}' has size {msg.width}x{msg.height} "
+            "(width and height must be > 0)"
+        )
     return Intrinsics.from_K(
         k,
         width=int(msg.width),
         height=int(msg.height),
         D=np.asarray(msg.d, dtype=np.float64),
         distortion_model=str(msg.distortion_model),
-        frame_id=str(msg.header.frame_id),
+        frame_id=str(frame),
     )
 
 

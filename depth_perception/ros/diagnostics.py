@@ -5,6 +5,10 @@ a ``diagnostic_msgs/DiagnosticArray`` with a ``DiagnosticStatus`` named ``"<node
 (the name format diagnostic_aggregator analyzers match on), a level, a message and key/values.
 A status nobody refreshed for ``stale_after_periods`` periods is published as STALE, so a hung
 pipeline shows up in rqt_robot_monitor instead of freezing on its last "OK".
+
+A WARN or ERROR is published at least once even when a good frame reports OK before the next
+period (the worst status since the last publication goes out), and log lines are throttled per
+kind of problem, so one recurring error never hides a different one.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class DiagnosticsReporter:
         self._message = "no status reported yet"
         self._values: dict[str, str] = {}
         self._last_update: float | None = None
+        # The worst WARN/ERROR since the last publication: (level, message, values).
+        self._latched: tuple[int, str, dict[str, str]] | None = None
+        self._last_logged: dict[str, float] = {}  # kind -> clock() of its last log line
+        self._suppressed: dict[str, int] = {}  # kind -> lines throttled since then
         self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10))
         self._timer = node.create_timer(self.period_s, self.publish)
 
@@ -85,23 +93,47 @@ class DiagnosticsReporter:
             self._message = str(message)
             self._values = {k: _format_value(v) for k, v in values.items()}
             self._last_update = self._clock()
+            if level in (WARN, ERROR) and (self._latched is None or level >= self._latched[0]):
+                self._latched = (level, self._message, dict(self._values))
 
     def ok(self, message: str = "OK", **values: Any) -> None:
         self.update(OK, message, **values)
 
-    def warn(self, message: str, **values: Any) -> None:
+    def warn(self, message: str, kind: str = "warning", **values: Any) -> None:
+        """WARN status + a log line throttled per ``kind``."""
         self.update(WARN, message, **values)
-        self._node.get_logger().warning(message, throttle_duration_sec=self.log_throttle_s)
+        line = self._throttled(kind, message)
+        if line is not None:
+            self._node.get_logger().warning(line)
 
-    def error(self, message: str, **values: Any) -> None:
-        """ERROR status + a throttled error log line (so a failing loop does not flood logs)."""
+    def error(self, message: str, kind: str = "error", **values: Any) -> None:
+        """ERROR status + a log line throttled per ``kind`` (a failing loop does not flood the
+        log, and a second, different problem is still logged)."""
         self.update(ERROR, message, **values)
-        self._node.get_logger().error(message, throttle_duration_sec=self.log_throttle_s)
+        line = self._throttled(kind, message)
+        if line is not None:
+            self._node.get_logger().error(line)
+
+    def _throttled(self, kind: str, message: str) -> str | None:
+        """The line to log now for ``kind`` (None while throttled).
+
+        Our own throttle: rclpy's is keyed by call site, so every kind would share one."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_logged.get(kind)
+            if last is not None and now - last < self.log_throttle_s:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return None
+            self._last_logged[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        return message + (f" ({suppressed} more like it suppressed)" if suppressed else "")
 
     def status(self) -> DiagnosticStatus:
         """The DiagnosticStatus that would be published now (STALE if not refreshed)."""
         with self._lock:
             level, message, values = self._level, self._message, dict(self._values)
+            if self._latched is not None and self._latched[0] > level:
+                level, message, values = self._latched
             age = None if self._last_update is None else self._clock() - self._last_update
         if age is not None and age > self.stale_after_s:
             level = STALE
@@ -119,6 +151,8 @@ class DiagnosticsReporter:
         array = DiagnosticArray()
         array.header.stamp = self._node.get_clock().now().to_msg()
         array.status = [self.status()]
+        with self._lock:
+            self._latched = None
         self._publisher.publish(array)
 
     def destroy(self) -> None:

@@ -66,7 +66,11 @@ class SyncStats:
 
 
 class SyncedSubscriptions:
-    """Subscribe to ``inputs`` and call ``callback(msg_1, ..., msg_N)`` with approx.-synced sets.
+    """Subscribe to ``inputs`` and call ``callback(msg_1, ..., msg_N)`` with synchronized sets.
+
+    ``slop`` None pairs exact stamps only (``TimeSynchronizer``: what drivers publishing depth
+    aligned to colour with the colour's stamp need); a number pairs within that many seconds
+    (``ApproximateTimeSynchronizer``).
 
     ``inputs`` is a list of ``(msg_type, topic)``. Receipt is counted through each input
     filter's own callback (registered before the synchronizer's, so a message is counted
@@ -82,7 +86,7 @@ class SyncedSubscriptions:
         inputs: Sequence[tuple[type, str]],
         qos: Any,
         queue_size: int,
-        slop: float,
+        slop: float | None,
         callback: Callable[..., Any],
         callback_group: Any = None,
     ) -> None:
@@ -103,7 +107,11 @@ class SyncedSubscriptions:
         ]
         for i, sub in enumerate(self.subscribers):
             sub.registerCallback(self._on_receive, i)
-        self.synchronizer = ApproximateTimeSynchronizer(self.subscribers, queue_size, slop)
+        self.synchronizer = (
+            TimeSynchronizer(self.subscribers, queue_size)
+            if slop is None
+            else ApproximateTimeSynchronizer(self.subscribers, queue_size, slop)
+        )
         self.synchronizer.registerCallback(self._on_match)
 
     @property

@@ -3,8 +3,8 @@
 Parameters (config/rgbd_completion.yaml): ``checkpoint`` (our model directory, an official
 ``model.pt`` or a directory holding one; default: the model shipped with the package),
 ``device``, ``num_tokens``, ``precision``, ``compile``, ``max_input_side``,
-``confidence_threshold``, ``fuse_measured``, plus those of every completion node (see
-depth_perception.ros.completion_node).
+``confidence_threshold``, ``hole_confidence_scale``, ``fuse_measured``, plus those of every
+completion node (see depth_perception.ros.completion_node).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class RGBDCompletionNode(DepthCompletionNode):
             compile=bool(declare("compile", False).value),
             max_input_side=int(declare("max_input_side", 0).value),
             confidence_threshold=float(declare("confidence_threshold", 0.0).value),
+            hole_confidence_scale=float(declare("hole_confidence_scale", 0.05).value),
             fuse_measured=declare("fuse_measured", "align").value,
         )
         engine = LingBotEngine(cfg)
