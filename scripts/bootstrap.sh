@@ -41,12 +41,12 @@ PY="$VENV/bin/python"
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
   || { echo "Python 3.11 is required (ROS 2 Kilted wheels are cp311)"; exit 1; }
 
-req_stamp="$(stamp_of requirements.txt scripts/bootstrap.sh)"
+req_stamp="$(stamp_of requirements.txt requirements-ml.txt scripts/bootstrap.sh)"
 if [ "$(cat "$VENV/.stamp-requirements" 2>/dev/null)" != "$req_stamp" ]; then
   log "installing Python requirements (first run takes a few minutes)"
   pip_install --upgrade pip
   # torch first, alone, so pip takes the CPU build available on this machine.
-  pip_install "$(grep -E '^torch==' requirements.txt)"
+  pip_install "$(grep -E '^torch==' requirements-ml.txt)"
   pip_install -r requirements.txt
   echo "$req_stamp" > "$VENV/.stamp-requirements"
   rm -f "$VENV/.stamp-msgs"  # new wheels may have reset the CMake exports patched below
