@@ -84,3 +84,29 @@ def test_fuse_measured_modes():
     )
     with pytest.raises(ValueError, match="fusion mode"):
         fuse_measured(pred, measured, "median")
+
+
+def test_fused_confidence_separates_measured_easy_and_hopeless_holes():
+    from depth_perception.core.fusion import fused_confidence
+
+    h, w = 100, 200
+    measured = np.full((h, w), 2.0, np.float32)
+    measured[50, 20] = np.nan  # an easy hole: one pixel inside measured depth
+    measured[:, 100:] = np.nan  # a hopeless hole: the right half of the image is blind
+    prob = np.full((h, w), 0.9, np.float32)
+    conf = fused_confidence(prob, measured, "align", hole_scale=0.05)  # L = 10 px
+    assert conf.dtype == np.float32 and conf.shape == (h, w)
+    assert np.all(conf[np.isfinite(measured)] == 1.0)  # the sensor's depth is published there
+    # Hand-computed: the model's 0.9 times exp(-d / 10) with d the distance to a measurement.
+    assert conf[50, 20] == pytest.approx(0.9 * np.exp(-1 / 10), rel=1e-3)
+    assert conf[50, 100] == pytest.approx(0.9 * np.exp(-1 / 10), rel=1e-3)
+    assert conf[50, 150] == pytest.approx(0.9 * np.exp(-51 / 10), rel=2e-2)
+    assert conf[50, 199] < 0.01
+    # `none` publishes the model everywhere: its own probability, measured or not.
+    np.testing.assert_array_equal(fused_confidence(prob, measured, "none"), prob)
+    # No mask head: probability 1; no measurement at all: no confidence in any hole.
+    assert fused_confidence(None, measured, "keep")[50, 20] == pytest.approx(np.exp(-0.1), 1e-3)
+    blind = np.full((h, w), np.nan, np.float32)
+    assert not fused_confidence(prob, blind, "align").any()
+    with pytest.raises(ValueError, match="fusion mode"):
+        fused_confidence(prob, measured, "blend")

@@ -127,3 +127,31 @@ def test_fusion_modes_keep_sensor_depth_and_fill_holes_from_the_model(setup):
     np.testing.assert_array_equal(aligned, align_to_measured(full, frame.depth))
     with pytest.raises(ValueError, match="fuse_measured"):
         LingBotEngineConfig(checkpoint=str(checkpoint), fuse_measured="blend")
+
+
+def test_shipped_model_confidence_ranks_measured_easy_and_hopeless_pixels(setup):
+    """The published confidence is not 1.0 everywhere: threshold it to cut hopeless holes."""
+    from depth_perception.paths import default_model_path
+
+    frame = setup[1][0]
+    depth = frame.depth.copy()
+    h, w = depth.shape
+    depth[: h // 2, : w // 2] = np.nan  # a blind quarter: the hopeless hole
+    cfg = LingBotEngineConfig(checkpoint=str(default_model_path()), device="cpu")
+    result = LingBotEngine(cfg).complete(frame.rgb, depth, frame.intrinsics)
+    measured = np.isfinite(depth)
+    conf = result.confidence
+    assert np.all(conf[measured] == 1.0)
+    easy = ~measured
+    easy[: h // 2, : w // 2] = False  # the sensor's own small holes elsewhere
+    assert easy.any()
+    hopeless = conf[h // 8 : h // 4, w // 8 : w // 4]  # deep inside the blind quarter
+    assert 0.3 < np.median(conf[easy]) < 1.0
+    assert hopeless.max() < 0.2 < np.median(conf[easy])
+    cut = LingBotEngine(
+        LingBotEngineConfig(
+            checkpoint=str(default_model_path()), device="cpu", confidence_threshold=0.2
+        )
+    ).complete(frame.rgb, depth, frame.intrinsics)
+    assert np.isnan(cut.depth[h // 8 : h // 4, w // 8 : w // 4]).all()
+    np.testing.assert_array_equal(cut.depth[measured], depth[measured])
