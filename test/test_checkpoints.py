@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -11,12 +12,14 @@ from safetensors.torch import load_file
 from depth_perception.models.blocks.vit import DinoVisionTransformer, ViTArch
 from depth_perception.models.checkpoints import (
     CheckpointMismatchError,
+    CheckpointReadError,
     init_encoder_from_dinov2,
     load_checkpoint,
     load_model,
     load_official_checkpoint,
     save_checkpoint,
     save_official_checkpoint,
+    weights_digest,
 )
 from depth_perception.models.lingbot import LingBotDepth, build_preset
 
@@ -233,3 +236,69 @@ def test_dinov2_init_rejects_a_different_width(tmp_path):
     _, directory = _hf_dinov2(tmp_path, 2, swiglu=False)
     with pytest.raises(ValueError, match="does not fit"):
         init_encoder_from_dinov2(build_preset("tiny"), directory)
+
+
+def _sha8(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
+def test_weights_digest_names_the_loaded_bytes(model, tmp_path):
+    from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
+
+    ours = save_checkpoint(model, tmp_path / "ours")
+    official = save_official_checkpoint(model, tmp_path / "official" / "model.pt")
+    digest = _sha8(ours / "model.safetensors")
+    assert weights_digest(ours) == weights_digest(ours / "model.safetensors") == digest
+    assert weights_digest(official) == weights_digest(official.parent) == _sha8(official)
+    assert weights_digest("tiny") == "random"
+    engine = LingBotEngine(LingBotEngineConfig(str(ours), device="cpu", fuse_measured="keep"))
+    assert engine.model_id == f"lingbot-depth/ours:{model.describe()}@{digest}+keep"
+
+    # One garbled byte inside a tensor: safetensors loads it without a word, the id changes.
+    weights = ours / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x40
+    weights.write_bytes(bytes(data))
+    load_checkpoint(ours)
+    assert weights_digest(ours) != digest
+    assert LingBotEngine(LingBotEngineConfig(str(ours), device="cpu")).model_id.count(digest) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled header"])
+def test_unreadable_weights_name_the_file(model, tmp_path, damage):
+    ours = save_checkpoint(model, tmp_path / "ours")
+    official = save_official_checkpoint(model, tmp_path / "official.pt")
+    for path in (ours / "model.safetensors", official):
+        data = path.read_bytes()
+        if damage == "truncated":
+            path.write_bytes(data[: len(data) // 2])
+        else:
+            path.write_bytes(b"\xff" * 64 + data[64:])
+    with pytest.raises(CheckpointReadError, match=rf"{ours / 'model.safetensors'}: cannot read"):
+        load_model(ours)
+    with pytest.raises(CheckpointReadError, match=rf"{official}: cannot read"):
+        load_model(official)
+
+
+def test_every_load_error_names_the_file(model, tmp_path):
+    ours = save_checkpoint(model, tmp_path / "ours")
+    config = ours / "config.json"
+    config.write_text("{not json")
+    with pytest.raises(CheckpointReadError, match=rf"{config}"):
+        load_model(ours)
+    config.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(CheckpointReadError, match=rf"{config}: not a"):
+        load_model(ours)
+    # A mismatch names the weights file too.
+    other = save_checkpoint(build_preset("tiny"), tmp_path / "other")
+    state = load_file(str(other / "model.safetensors"))
+    state["neck.surprise"] = torch.zeros(1)
+    from safetensors.torch import save_file
+
+    save_file(state, str(other / "model.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match=rf"{other / 'model.safetensors'}: "):
+        load_model(other)
+    # Not a checkpoint dictionary at all.
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointReadError, match=rf"{tmp_path / 'list.pt'}: not an official"):
+        load_model(tmp_path / "list.pt")

@@ -19,7 +19,7 @@ import torch
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.fusion import FUSION_MODES, fuse_measured, fused_confidence
 from depth_perception.engines.base import CompletionResult
-from depth_perception.models.checkpoints import load_model
+from depth_perception.models.checkpoints import load_model, weights_digest
 from depth_perception.models.lingbot import PRESETS
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ class LingBotEngine:
             log.warning("LingBot-Depth preset %r has RANDOM weights (tests only)", cfg.checkpoint)
         self.model = load_model(cfg.checkpoint).to(self.device).eval()
         name = Path(cfg.checkpoint).name or cfg.checkpoint
-        self.model_id = f"lingbot-depth/{name}:{self.model.describe()}"
+        # @<weights hash>: which bytes were loaded (a garbled weights file loads silently).
+        digest = weights_digest(cfg.checkpoint)
+        self.model_id = f"lingbot-depth/{name}:{self.model.describe()}@{digest}"
         if cfg.fuse_measured != "none":  # status readers should see what was published
             self.model_id += f"+{cfg.fuse_measured}"
         lo, hi = self.model.num_tokens_range
