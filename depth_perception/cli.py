@@ -7,6 +7,7 @@ depth-perception folder-to-bag DIR OUT                 image-folder captures -> 
 depth-perception eval-bag BAG --pipeline NAME ...      replay a bag through a pipeline, score it
 depth-perception eval-folder DIR --pipeline NAME ...   hide-and-seek on real captures
 depth-perception pipelines                             list the pipelines
+depth-perception models [fetch NAME|hf:REPO[/FILE]]    official checkpoints on the Hugging Face Hub
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from depth_perception.eval.pipelines import BASELINES, LEARNED, PIPELINES
+from depth_perception.models.hub import add_models_verb
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -233,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipelines", help="list the pipelines")
     p.set_defaults(func=cmd_pipelines)
+
+    add_models_verb(sub)  # `models [fetch ...]`: depth_perception/models/hub.py
     return parser
 
 
