@@ -155,3 +155,31 @@ def test_shipped_model_confidence_ranks_measured_easy_and_hopeless_pixels(setup)
     ).complete(frame.rgb, depth, frame.intrinsics)
     assert np.isnan(cut.depth[h // 8 : h // 4, w // 8 : w // 4]).all()
     np.testing.assert_array_equal(cut.depth[measured], depth[measured])
+
+
+def test_blind_frame_publishes_no_depth_and_the_next_frame_is_completed(setup):
+    """All-zero 16UC1 depth: the model has no metric anchor, so the node publishes NaN (not a
+    confident 1.5-2.8 m guess), warns on /diagnostics, and completes the next frame as usual."""
+    from dataclasses import replace
+
+    checkpoint, frames, node, client, collector, log = setup
+    blind = replace(frames[0], stamp_ns=frames[-1].stamp_ns + 10**9)
+    blind.depth = np.full_like(frames[0].depth, np.nan)  # 16UC1 zeros on the wire
+    good = replace(frames[1], stamp_ns=blind.stamp_ns + 10**8)
+    blind_result, good_result = list(client.run([blind, good], timeout_s=60.0))
+    assert blind_result.depth is not None and np.isnan(blind_result.depth).all()
+    assert blind_result.status.output_valid_ratio == 0.0
+    conf = by_stamp(collector.msgs["depth_completed/confidence"], blind.stamp_ns)
+    assert conf is None or not image_to_numpy(conf).any()
+    assert collector.spin_until(
+        lambda: any(
+            s.level[0] == 1 and "min_input_valid_ratio" in s.message
+            for arr in collector.msgs["/diagnostics"]
+            for s in arr.status
+            if "rgbd_completion_node" in s.name
+        )
+    )
+    engine = LingBotEngine(LingBotEngineConfig(checkpoint=str(checkpoint), device="cpu"))
+    expected = engine.complete(good.rgb, good.depth, good.intrinsics).depth
+    np.testing.assert_allclose(good_result.depth, expected, rtol=1e-5, atol=1e-6)
+    assert node.alive()
