@@ -7,10 +7,14 @@ are handled, anything else that does not match raises ``CheckpointMismatchError`
 
 Ours: a directory with ``model.safetensors`` (weights only, no pickle) and ``config.json``
 (``{"format": ..., "format_version": 1, "model_config": {...}}``).
+
+Every load error names the file it came from; :func:`weights_digest` is a short hash of the
+weights file, so a model id says which bytes were loaded (a garbled tensor loads silently).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterable, Mapping
@@ -37,6 +41,10 @@ _OFFICIAL_ALIASES = {
 _UNBUILT_HEADS = ("normal_head.", "scale_head.")
 
 
+class CheckpointReadError(OSError):
+    """A checkpoint file that cannot be read: missing, truncated, garbled or not ours."""
+
+
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint's keys do not match the model built from its config."""
 
@@ -46,6 +54,7 @@ class CheckpointMismatchError(RuntimeError):
         unexpected: Iterable[str],
         mismatched: Iterable[str] = (),
         shown: int = 10,
+        source: str | Path | None = None,
     ) -> None:
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)
@@ -59,19 +68,57 @@ class CheckpointMismatchError(RuntimeError):
             if keys:
                 more = f", ... (+{len(keys) - shown} more)" if len(keys) > shown else ""
                 parts.append(f"{len(keys)} {label} key(s): {', '.join(keys[:shown])}{more}")
-        super().__init__("checkpoint does not match the model: " + "; ".join(parts))
+        where = f"{source}: " if source is not None else ""
+        super().__init__(f"{where}checkpoint does not match the model: " + "; ".join(parts))
 
 
-def _load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """load_state_dict(strict=True), but with our error naming the keys."""
+def _load_strict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: Path
+) -> None:
+    """load_state_dict(strict=True), but with our error naming the keys and the file."""
     expected = model.state_dict()
     common = expected.keys() & state_dict.keys()
     wrong = [k for k in common if expected[k].shape != state_dict[k].shape]
     if expected.keys() != state_dict.keys() or wrong:
         raise CheckpointMismatchError(
-            expected.keys() - state_dict.keys(), state_dict.keys() - expected.keys(), wrong
+            expected.keys() - state_dict.keys(),
+            state_dict.keys() - expected.keys(),
+            wrong,
+            source=source,
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+# Readers of the three file kinds: whatever the library raises on a missing, truncated or
+# garbled file (safetensors, pickle/zip, JSON errors rarely name it) becomes an error naming it.
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointReadError(f"{path}: cannot read the JSON config ({exc})") from exc
+
+
+def _read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=device)
+    except Exception as exc:  # SafetensorError, OSError, ...: the file is unreadable
+        raise CheckpointReadError(f"{path}: cannot read the safetensors weights ({exc})") from exc
+
+
+def _read_torch(path: Path, map_location: str | torch.device) -> object:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, unpickling errors, ...
+        raise CheckpointReadError(f"{path}: cannot read the checkpoint ({exc})") from exc
+
+
+def _build(config: Mapping, source: Path) -> LingBotDepth:
+    try:
+        return LingBotDepth.from_config(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointReadError(f"{source}: unusable model_config ({exc!r})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +149,14 @@ def load_official_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> LingBotDepth:
     """An official ``model.pt`` -> model (strict, after the known renames)."""
-    checkpoint = torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    checkpoint = _read_torch(path, map_location)
     if not isinstance(checkpoint, dict) or not {"model_config", "model"} <= checkpoint.keys():
-        raise ValueError(f"{path}: not an official LingBot-Depth checkpoint (model_config, model)")
-    model = LingBotDepth.from_config(checkpoint["model_config"])
-    _load_strict(model, upgrade_official_state_dict(checkpoint["model"]))
+        raise CheckpointReadError(
+            f"{path}: not an official LingBot-Depth checkpoint (model_config, model)"
+        )
+    model = _build(checkpoint["model_config"], path)
+    _load_strict(model, upgrade_official_state_dict(checkpoint["model"]), path)
     return model
 
 
@@ -143,15 +193,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Lin
     """Our checkpoint: its directory, or its ``model.safetensors`` / ``config.json``."""
     path = Path(path)
     directory = path if path.is_dir() else path.parent
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    if config.get("format") != FORMAT_NAME:
-        raise ValueError(f"{directory}: config.json is not a {FORMAT_NAME} checkpoint")
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    config = _read_json(config_path)
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise CheckpointReadError(f"{config_path}: not a {FORMAT_NAME} checkpoint config")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{directory}: format version {config['format_version']} is newer than {FORMAT_VERSION}"
+        raise CheckpointReadError(
+            f"{config_path}: format version {config['format_version']} is newer than "
+            f"{FORMAT_VERSION}"
         )
-    model = LingBotDepth.from_config(config["model_config"])
-    _load_strict(model, load_file(str(directory / WEIGHTS_FILE), device=str(device)))
+    model = _build(config.get("model_config", {}), config_path)
+    _load_strict(model, _read_safetensors(weights_path, str(device)), weights_path)
     return model
 
 
@@ -159,25 +211,50 @@ def load_model(path_or_preset: str | Path) -> LingBotDepth:
     """Ours (a dir with config.json, or its .safetensors), official (a .pt file or a dir with
     model.pt, also as hf:<owner>/<name>[/<file>] from the Hub cache), or a preset name (random
     weights)."""
+    file = weights_file(path_or_preset)
+    if file is None:
+        return build_preset(str(path_or_preset))
+    if file.suffix == ".safetensors":
+        return load_checkpoint(file)
+    return load_official_checkpoint(file)
+
+
+def weights_file(path_or_preset: str | Path) -> Path | None:
+    """The file :func:`load_model` reads the weights from; None for a preset (random weights)."""
     from depth_perception.models.hub import resolve_checkpoint  # hf: spec -> cached file
 
     path_or_preset = resolve_checkpoint(path_or_preset)
     path = Path(path_or_preset)
     if path.is_dir():
         if (path / CONFIG_FILE).is_file():
-            return load_checkpoint(path)
+            return path / WEIGHTS_FILE
         if (path / OFFICIAL_FILE).is_file():
-            return load_official_checkpoint(path / OFFICIAL_FILE)
+            return path / OFFICIAL_FILE
         raise FileNotFoundError(f"{path}: neither {CONFIG_FILE} nor {OFFICIAL_FILE} inside")
     if path.is_file():
-        if path.suffix == ".safetensors":
-            return load_checkpoint(path)
-        return load_official_checkpoint(path)
+        return path
     if str(path_or_preset) in PRESETS:
-        return build_preset(str(path_or_preset))
+        return None
     raise FileNotFoundError(
         f"{path_or_preset!r} is neither a checkpoint path nor a preset ({', '.join(PRESETS)})"
     )
+
+
+def weights_digest(path_or_preset: str | Path) -> str:
+    """First 8 hex digits of the SHA-256 of the weights file (``model.safetensors`` of our
+    format, the official ``model.pt``); "random" for a preset. Model ids carry it, so two runs
+    say whether they loaded the same bytes."""
+    file = weights_file(path_or_preset)
+    if file is None:
+        return "random"
+    digest = hashlib.sha256()
+    try:
+        with file.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise CheckpointReadError(f"{file}: cannot read the weights ({exc})") from exc
+    return digest.hexdigest()[:8]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,9 +268,9 @@ def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         weights: dict[str, torch.Tensor] = {}
         for name in files:
-            weights.update(load_file(str(directory / name)))
+            weights.update(_read_safetensors(directory / name))
         return weights
-    return load_file(str(directory / WEIGHTS_FILE))
+    return _read_safetensors(directory / WEIGHTS_FILE)
 
 
 def _hf_to_dinov2(hf: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
@@ -267,7 +344,7 @@ def init_encoder_from_dinov2(
     grids differ. Returns the backbone keys left untouched."""
     backbone = model.encoder.backbone if isinstance(model, LingBotDepth) else model
     hf_dir = Path(hf_dir)
-    config = json.loads((hf_dir / CONFIG_FILE).read_text())
+    config = _read_json(hf_dir / CONFIG_FILE)
     if config.get("hidden_size") != backbone.embed_dim or config.get("num_hidden_layers") != len(
         backbone.blocks
     ):
@@ -276,7 +353,10 @@ def init_encoder_from_dinov2(
             f"{config.get('num_hidden_layers')} layers does not fit a ViT of width "
             f"{backbone.embed_dim} / {len(backbone.blocks)} blocks"
         )
-    weights = _hf_to_dinov2(_read_hf_weights(hf_dir), len(backbone.blocks))
+    try:
+        weights = _hf_to_dinov2(_read_hf_weights(hf_dir), len(backbone.blocks))
+    except KeyError as exc:  # a tensor the conversion needs is not in the files
+        raise CheckpointReadError(f"{hf_dir}: not a DINOv2 checkpoint ({exc})") from exc
     target = backbone.state_dict()
     if weights["pos_embed"].shape != target["pos_embed"].shape:
         weights["pos_embed"] = _resize_pos_embed(
@@ -285,6 +365,6 @@ def init_encoder_from_dinov2(
     unexpected = set(weights) - set(target)
     wrong = [k for k in set(weights) & set(target) if weights[k].shape != target[k].shape]
     if unexpected or wrong:
-        raise CheckpointMismatchError((), unexpected, wrong)
+        raise CheckpointMismatchError((), unexpected, wrong, source=hf_dir)
     backbone.load_state_dict(weights, strict=False)
     return sorted(set(target) - set(weights))
