@@ -305,6 +305,32 @@ def test_camera_info_from_rosbags_and_uncalibrated():
         conv.camera_info_to_intrinsics(CameraInfo(width=8, height=6))
 
 
+@pytest.mark.parametrize(
+    "index,value,says",
+    [
+        (0, float("nan"), "non-finite fx"),
+        (4, float("inf"), "non-finite fy"),
+        (2, float("nan"), "non-finite cx"),
+        (5, float("-inf"), "non-finite cy"),
+        (0, -5.0, "fx = -5.0"),
+    ],
+)
+def test_camera_info_with_bad_intrinsics_names_the_field(index, value, says):
+    msg = conv.intrinsics_to_camera_info(INTR)
+    k = list(msg.k)
+    k[index] = value
+    msg.k = k
+    with pytest.raises(ValueError, match=says):
+        conv.camera_info_to_intrinsics(msg)
+
+
+def test_camera_info_of_size_zero_is_rejected():
+    msg = conv.intrinsics_to_camera_info(INTR)
+    msg.width = msg.height = 0  # a valid K does not make a 0x0 camera usable (scaling divides)
+    with pytest.raises(ValueError, match="size 0x0"):
+        conv.camera_info_to_intrinsics(msg)
+
+
 # ---------------------------------------------------------------------------------------------
 # PointCloud2 from depth
 # ---------------------------------------------------------------------------------------------
