@@ -14,19 +14,61 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from depth_perception.eval.pipelines import BASELINES, LEARNED, PIPELINES
+from depth_perception.eval.pipelines import (
+    BASELINES,
+    LEARNED,
+    PIPELINE_GROUPS,
+    PIPELINES,
+    MissingInputError,
+    expand_pipelines,
+)
 from depth_perception.models.hub import add_models_verb
+
+PROG = "depth-perception"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (``depth-perception: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        verb = self.prog.removeprefix(PROG).strip()
+        self.exit(2, f"{PROG}: error: {verb + ': ' if verb else ''}{message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _existing(path: Path) -> Path:
+    """``path``, which must exist: a missing input is named before any work starts."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return Path(path)
+
+
+def _output_dir(path: Path) -> Path:
+    """``path`` created and writable, checked before hours of evaluation are spent."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: output directory is not writable")
+    return path
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pipeline",
         action="append",
-        choices=sorted(PIPELINES),
-        help="pipeline to evaluate (repeat for several; default: the classical baselines)",
+        choices=[*sorted(PIPELINES), *PIPELINE_GROUPS],
+        help="pipeline to evaluate (repeat for several; 'all': every pipeline, 'learned': the "
+        "learned ones; default: the classical baselines)",
     )
     p.add_argument("--out", type=Path, default=Path("out/eval"), help="report directory")
     p.add_argument(
@@ -41,7 +83,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="dds: publish at RATE x the recorded speed without waiting (default: lockstep)",
     )
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=_positive_int, default=None)
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -50,12 +92,23 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure-every", type=int, default=10)
 
 
-def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
-    from depth_perception.eval.evaluate import HEADLINE_METRICS, EvalConfig, evaluate
+def _run_eval(frames_factory, total, args, title: str, hidden: bool = False) -> int:
+    """Evaluate each pipeline, write comparison.md; the exit status (1: the data ended early).
+
+    A pipeline whose inputs the recording lacks is skipped with a note; a corrupt record ends
+    every pipeline's run there, and the frames scored before it are still reported.
+    """
+    from depth_perception.eval.evaluate import (
+        HEADLINE_METRICS,
+        HIDE_AND_SEEK_METRICS,
+        EvalConfig,
+        evaluate,
+    )
     from depth_perception.eval.report import compare_table
 
-    summaries = {}
-    for name in args.pipeline or list(BASELINES):
+    _output_dir(args.out)
+    summaries, notes, truncated = {}, [], None
+    for name in expand_pipelines(args.pipeline or list(BASELINES)):
         cfg = EvalConfig(
             pipeline=name,
             mode=args.mode,
@@ -64,24 +117,38 @@ def _run_eval(frames_factory, total, args, title: str) -> dict[str, dict]:
             figure_every=args.figure_every,
             checkpoint=args.checkpoint if name in LEARNED else None,
         )
-        summary = evaluate(
-            frames_factory(),
-            cfg,
-            args.out / name,
-            f"{title}: {name}",
-            total,
-        )
+        try:
+            summary = evaluate(frames_factory(), cfg, args.out / name, f"{title}: {name}", total)
+        except MissingInputError as exc:
+            notes.append(f"{name} skipped: {exc}")
+            print(notes[-1])
+            continue
         summaries[name] = summary.to_dict()
+        truncated = summary.truncated_reason or truncated
         rtf = summary.real_time_factor
         print(
             f"{name}: {summary.frames} frames, real-time factor {rtf:.2f}"
             if rtf
             else f"{name}: {summary.frames} frames"
         )
-    table = compare_table(summaries, list(HEADLINE_METRICS))
-    (args.out / "comparison.md").write_text(f"# {title}\n\n{table}\n")
+    metrics = HIDE_AND_SEEK_METRICS if hidden else HEADLINE_METRICS
+    table = compare_table(summaries, list(metrics)) if summaries else "No pipeline could run.\n"
+    text = f"# {title}\n\n"
+    if truncated:
+        text += (
+            f"**Truncated run**: {truncated}. Only the frames read before it are scored; "
+            f"`{PROG}` exited with status 1.\n\n"
+        )
+    text += table + "".join(f"\n- {note}" for note in notes)
+    (args.out / "comparison.md").write_text(text + "\n")
     print(table)
-    return summaries
+    if truncated:
+        print(
+            f"{PROG}: error: {truncated}; partial results written to {args.out} (marked truncated)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_make_bag(args: argparse.Namespace) -> None:
@@ -105,17 +172,18 @@ def cmd_make_bag(args: argparse.Namespace) -> None:
 def cmd_bag_info(args: argparse.Namespace) -> None:
     from depth_perception.io.bag import bag_info
 
-    print(json.dumps(bag_info(args.bag), indent=2, default=str))
+    print(json.dumps(bag_info(_existing(args.bag)), indent=2, default=str))
 
 
 def cmd_folder_to_bag(args: argparse.Namespace) -> None:
     from depth_perception.io.bag import write_frames_bag
     from depth_perception.io.image_folder import read_image_folder
 
-    print(write_frames_bag(args.out, read_image_folder(args.folder), storage=args.storage))
+    captures = read_image_folder(_existing(args.folder))
+    print(write_frames_bag(args.out, captures, storage=args.storage))
 
 
-def cmd_eval_bag(args: argparse.Namespace) -> None:
+def cmd_eval_bag(args: argparse.Namespace) -> int:
     from depth_perception.eval.evaluate import chain_bags, hide_and_seek, with_corruption
     from depth_perception.io.bag import bag_info
 
@@ -131,29 +199,33 @@ def cmd_eval_bag(args: argparse.Namespace) -> None:
     title = f"Replay of {names}"
     if args.corrupt:
         title += f" (corruption: {args.corrupt})"
-    total = sum(bag_info(b).get("frames", 0) for b in args.bag)
-    _run_eval(frames, total, args, title)
+    total = sum(bag_info(_existing(b)).get("frames", 0) for b in args.bag)
+    return _run_eval(frames, total, args, title, hidden=args.hide_and_seek)
 
 
-def cmd_eval_folder(args: argparse.Namespace) -> None:
+def cmd_eval_folder(args: argparse.Namespace) -> int:
     from depth_perception.eval.evaluate import hide_and_seek
     from depth_perception.io.image_folder import read_image_folder
 
-    captures = read_image_folder(args.folder)
-    _run_eval(
+    captures = read_image_folder(_existing(args.folder))
+    return _run_eval(
         lambda: hide_and_seek(captures, seed=args.seed),
         len(captures),
         args,
         f"Hide-and-seek on {Path(args.folder).name}",
+        hidden=True,
     )
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
-    from depth_perception.eval.complete_files import complete_files, frames_from
+    from depth_perception.eval.complete_files import complete_files, frames_from, pipeline_items
     from depth_perception.eval.pipelines import get_pipeline
 
-    engine = get_pipeline(args.pipeline, args.checkpoint).make_engine()
-    written = complete_files(engine, frames_from(args.input), args.out)
+    pipeline = get_pipeline(args.pipeline, args.checkpoint)
+    # Inputs first (a pipeline the captures cannot feed is refused before a model loads).
+    items = pipeline_items(pipeline, frames_from(_existing(args.input)))
+    engine = pipeline.make_engine()
+    written = complete_files(engine, items, _output_dir(args.out))
     print(f"{len(written)} frames completed with {engine.model_id} -> {args.out}")
 
 
@@ -169,8 +241,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="depth-perception",
+    parser = _Parser(
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -241,9 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a verb; user errors (missing or unreadable files, unwritable output, a corrupt bag,
+    a pipeline the data cannot feed) print one line and return 2, without a traceback."""
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    try:
+        return args.func(args) or 0
+    except (OSError, MissingInputError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

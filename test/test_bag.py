@@ -23,6 +23,7 @@ from std_msgs.msg import Header
 from depth_perception.core.camera import Intrinsics
 from depth_perception.io.bag import (
     BAG_VERSION,
+    BagReadError,
     BagTopics,
     bag_info,
     bag_typestore,
@@ -30,6 +31,9 @@ from depth_perception.io.bag import (
     read_rgbd_frames,
     read_tf_static,
     targets_to_msg,
+    verify_mcap_chunks,
+    verify_mcap_data_section,
+    verify_mcap_summary,
     write_frames_bag,
     write_sim_bag,
 )
@@ -398,3 +402,69 @@ def test_nearest_stamp_pairing_for_driver_bags(tmp_path):
     wide = list(read_rgbd_frames(path, slop_ns=60 * ms))
     assert [float(f.depth[0, 0]) for f in wide] == [1.0, 2.0, 3.0, 4.0]
     assert wide[3].stamp_ns == rgb_stamps[3]
+
+
+# --- bad data ----------------------------------------------------------------------------------
+
+
+def test_mcap_bags_carry_crcs_and_a_flipped_chunk_byte_is_named(tmp_path):
+    from bag_damage import flip_chunk_byte, mcap_chunks, tiny_bag
+
+    bag = tiny_bag(tmp_path / "m", "mcap")
+    file, chunks = mcap_chunks(bag)
+    assert len(chunks) >= 2 and all(c.crc != 0 for c in chunks)  # sealed by our writer
+    verify_mcap_summary(file)
+    verify_mcap_chunks(file)
+    verify_mcap_data_section(file)
+    clean = list(read_rgbd_frames(bag))
+    assert len(clean) == 6
+
+    file, bad = flip_chunk_byte(bag, 1)
+    before = [f for f in clean if f.stamp_ns < bad.message_start_ns]
+    read = []
+    with pytest.raises(BagReadError, match=rf"{file}: MCAP chunk at byte offset {bad.offset}"):
+        for frame in read_rgbd_frames(bag):
+            read.append(frame)
+    # Everything before the bad chunk came through intact.
+    assert 0 < len(read) == len(before)
+    for a, b in zip(read, before, strict=True):
+        np.testing.assert_array_equal(a.depth, b.depth)
+
+
+def test_mcap_summary_and_data_section_crcs(tmp_path):
+    from bag_damage import flip_byte, mcap_chunks, tiny_bag
+
+    bag = tiny_bag(tmp_path / "m", "mcap", frames=2)
+    file, _ = mcap_chunks(bag)
+    size = file.stat().st_size
+    flip_byte(file, size - 8 - 29 - 40)  # inside the summary section, before the footer
+    with pytest.raises(BagReadError, match=rf"{file}: MCAP summary section: CRC mismatch"):
+        bag_info(bag)
+
+    bag = tiny_bag(tmp_path / "d", "mcap", frames=2)
+    file, chunks = mcap_chunks(bag)
+    # The first record after the chunk: a message index (no CRC of its own).
+    flip_byte(file, chunks[-1].data_at + chunks[-1].data_size + 12)
+    with pytest.raises(BagReadError, match=rf"{file}: MCAP data section: CRC mismatch"):
+        list(read_rgbd_frames(bag))
+
+
+def test_corrupt_sqlite_record_names_bag_topic_and_time(tmp_path):
+    from bag_damage import RGB_TOPIC, garble_sqlite_message, tiny_bag
+
+    bag = tiny_bag(tmp_path / "s", frames=4)
+    garble_sqlite_message(bag, 2)
+    read = []
+    with pytest.raises(BagReadError, match=rf"{bag}: cannot decode the {RGB_TOPIC} message"):
+        for frame in read_rgbd_frames(bag):
+            read.append(frame)
+    assert len(read) == 2
+
+
+def test_unreadable_bags(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such bag"):
+        bag_info(tmp_path / "nothing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "metadata.yaml").write_text("\x00 not: [yaml")
+    with pytest.raises(BagReadError, match=rf"{tmp_path / 'junk'}: not a readable rosbag2"):
+        list(read_rgbd_frames(tmp_path / "junk"))

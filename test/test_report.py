@@ -196,8 +196,9 @@ def test_report_writer_markdown_and_figures(tmp_path):
     fig = cv2.cvtColor(cv2.imread(str(out / "figures" / "frame_0105.png")), cv2.COLOR_BGR2RGB)
     # rgb | input depth | output | ground truth | error: 5 panels of W plus 4 gaps of 4 px
     assert fig.shape[1] == 5 * W + 4 * 4
-    strip = fig.shape[0] - H
-    body = fig[strip:]
+    # The title strip on top (as side_by_side draws it alone), the colour bars below the panels.
+    strip = side_by_side([np.zeros((H, W, 3), np.uint8)], ["t"]).shape[0] - H
+    body = fig[strip : strip + H]
     panel = [body[:, k * (W + 4) : k * (W + 4) + W] for k in range(5)]
     assert (panel[0] == 128).all()
     assert panel[3][0, 0].tolist() == [0, 0, 0]  # gt NaN -> black
@@ -241,11 +242,49 @@ def test_compare_table_bold_best_per_column(tmp_path):
     assert table == (
         "| pipeline | abs_rel | delta1 | boundary_f1 | n_valid |\n"
         "|---|---:|---:|---:|---:|\n"
-        "| lingbot | **0.055** | **1.000** | – | – |\n"
+        "| lingbot | **0.055** | 1.000 | – | – |\n"  # delta1: a tie, bold for no one
         "| raw | 0.200 | 0.700 | 0.310 | 10 |\n"
-        "| midas | 0.100 | **1.000** | **0.450** | 20 |\n"
+        "| midas | 0.100 | 1.000 | **0.450** | 20 |\n"
     )
     assert "| raw | 0.2 | 0.7 |" in compare_table(summaries, ["abs_rel", "delta1"], digits=1)
     # stat="median" reads the nested statistic where there is one.
     median = compare_table(summaries, ["abs_rel"], stat="median")
     assert "| midas | 0.090 |" in median and "| lingbot | **0.055** |" in median
+
+
+def test_colour_bars_under_depth_and_error_panels():
+    from depth_perception.eval.report import frame_figure
+
+    gt = np.tile(np.linspace(1.0, 3.0, 64, dtype=np.float32), (48, 1))
+    rgb = np.full((48, 64, 3), 100, np.uint8)
+    fig = frame_figure({"rgb": rgb, "pred": gt * 1.1, "gt": gt})
+    plain = side_by_side([rgb, rgb, rgb, rgb], ["rgb", "output", "ground truth", "AbsRel error"])
+    assert fig.shape[1] == plain.shape[1] and fig.shape[0] > plain.shape[0]  # a footer strip
+    ramp_row = plain.shape[0] + 4
+    panel = slice(68 + 8, 68 + 56)  # inside the output panel, off its end labels
+    row = fig[ramp_row, panel].astype(int)
+    # Depth scale from near (warm: red) to far (cool: blue), as colorize_depth draws it.
+    assert row[0, 0] > row[0, 2] and row[-1, 2] > row[-1, 0]
+    assert (fig[ramp_row, :64] == 255).all()  # no bar under the colour image
+    error_row = fig[ramp_row, 3 * 68 + 8 : 3 * 68 + 56].astype(int).sum(axis=1)
+    assert error_row[0] < error_row[-1]  # error scale: 0 dark, 0.25 bright
+
+
+def test_long_titles_stay_in_their_panel():
+    img = np.zeros((48, 64, 3), np.uint8)
+    long = "lingbot-depth/lingbot_depth_small:dinov2_vits14@1a2b3c4d+align"
+    out = side_by_side([img, img], [long, ""])
+    strip = out.shape[0] - 48
+    assert (out[:strip, 68:] == 32).all()  # the second panel's title strip is untouched
+    assert (out[:strip, 4:60] > 128).any()  # the first title was drawn (shrunk and cut)
+
+
+def test_truncated_run_in_summary_and_report(tmp_path):
+    writer = ReportWriter(tmp_path, "nearest", "cut short", figure_every=0)
+    writer.add_frame(FrameResult(0, 1, "nearest", {"abs_rel": 0.1}))
+    summary = writer.finish({}, truncated_reason="bag.db3: corrupt record")
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["truncated"] is True and data["truncated_reason"] == "bag.db3: corrupt record"
+    assert summary.truncated
+    report = (tmp_path / "report.md").read_text()
+    assert "**Truncated run**: bag.db3: corrupt record. Only the 1 frame(s)" in report

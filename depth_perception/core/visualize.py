@@ -7,6 +7,7 @@ returns BGR, so everything is flipped to RGB here and back to BGR only when writ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,8 @@ _CMAPS = {
 
 INVALID_DEPTH_RGB = (0, 0, 0)
 INVALID_ERROR_RGB = (64, 64, 64)
+#: Relative errors (AbsRel, delta) at or above this are drawn at full brightness.
+RELATIVE_ERROR_VMAX = 0.25
 
 
 def apply_cmap(values: np.ndarray, cmap: str = "turbo") -> np.ndarray:
@@ -114,7 +117,7 @@ def colorize_error(
         if kind == "abs":
             vmax = float(np.percentile(err[ok], 98)) if ok.any() else 1.0
         else:
-            vmax = 0.25
+            vmax = RELATIVE_ERROR_VMAX
     rgb = apply_cmap(err / max(float(vmax), 1e-9), cmap)
     rgb[~ok] = INVALID_ERROR_RGB
     return rgb
@@ -156,6 +159,78 @@ def colorize_mask(
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class ColorBar:
+    """The colour scale of a panel, drawn under it: ``vmin`` at the left, ``vmax`` at the right.
+
+    ``reverse``: the colormap runs from its top at ``vmin``, as :func:`colorize_depth` draws
+    depth (near is warm). ``unit`` follows the end values ("m" for depth and metric errors).
+    """
+
+    vmin: float
+    vmax: float
+    unit: str = "m"
+    cmap: str = "turbo"
+    reverse: bool = False
+
+    @classmethod
+    def depth(cls, vmin: float, vmax: float, cmap: str = "turbo") -> ColorBar:
+        """The scale of ``colorize_depth(d, vmin, vmax, cmap)``."""
+        return cls(vmin, vmax, "m", cmap, reverse=True)
+
+    def ramp(self, width: int) -> np.ndarray:
+        """(1, width, 3) RGB gradient from ``vmin`` to ``vmax``."""
+        t = np.linspace(0.0, 1.0, max(int(width), 1), dtype=np.float32)[None]
+        return apply_cmap(1.0 - t if self.reverse else t, self.cmap)
+
+    def end_labels(self) -> tuple[str, str]:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.vmin:.2f}{unit}", f"{self.vmax:.2f}{unit}"
+
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_MIN_FONT_SCALE = 0.3
+
+
+def _fit_text(text: str, width: int, scale: float, thick: int = 1) -> tuple[str, float]:
+    """``text`` and a font scale at which it fits ``width`` pixels: the font shrinks down to a
+    legible minimum, then the text is cut with ".." at its end."""
+
+    def text_width(t: str, s: float) -> int:
+        return cv2.getTextSize(t, _FONT, s, thick)[0][0]
+
+    while scale > _MIN_FONT_SCALE and text_width(text, scale) > width:
+        scale = max(_MIN_FONT_SCALE, scale * 0.9)
+    if text_width(text, scale) <= width:
+        return text, scale
+    cut = text
+    while cut and text_width(cut + "..", scale) > width:
+        cut = cut[:-1]
+    return (cut + ".." if cut else ""), scale
+
+
+def _draw_colorbar(
+    canvas: np.ndarray, x: int, y: int, width: int, bar: ColorBar, scale: float
+) -> None:
+    """The ramp at (x, y) and its end values below it, on the canvas's white background."""
+    ramp_h = max(4, round(12 * scale))
+    canvas[y : y + ramp_h, x : x + width] = bar.ramp(width)
+    left, right = bar.end_labels()
+    # Both end values share the panel width, so each gets half of it.
+    (left, s_left), (right, s_right) = (_fit_text(t, width // 2 - 3, scale) for t in (left, right))
+    s = min(s_left, s_right)
+    th = cv2.getTextSize("0", _FONT, s, 1)[0][1]
+    ty = y + ramp_h + th + 3
+    cv2.putText(canvas, left, (x + 1, ty), _FONT, s, (0, 0, 0), 1, cv2.LINE_AA)
+    rw = cv2.getTextSize(right, _FONT, s, 1)[0][0]
+    cv2.putText(canvas, right, (x + width - rw - 1, ty), _FONT, s, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _colorbar_height(scale: float) -> int:
+    (_, th), base = cv2.getTextSize("0", _FONT, scale, 1)
+    return max(4, round(12 * scale)) + th + base + 6
+
+
 def _to_rgb_u8(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8:
@@ -172,16 +247,21 @@ def side_by_side(
     labels: Sequence[str] | None = None,
     height: int | None = None,
     gap: int = 4,
+    colorbars: Sequence[ColorBar | None] | None = None,
 ) -> np.ndarray:
     """Concatenate RGB/gray uint8 images horizontally with a text label on top of each.
 
     All panels are resized (keeping aspect) to ``height`` (default: the first image's height);
-    labels sit in a dark strip above each panel so they stay readable on any content.
+    labels sit in a dark strip above each panel so they stay readable on any content, shrunk or
+    cut to the panel's width. ``colorbars`` (one per image, None for none) draws each panel's
+    colour scale with its end values under it.
     """
     if not images:
         raise ValueError("side_by_side needs at least one image")
     if labels is not None and len(labels) != len(images):
         raise ValueError("need one label per image")
+    if colorbars is not None and len(colorbars) != len(images):
+        raise ValueError("need one colour bar (or None) per image")
     panels = [_to_rgb_u8(im) for im in images]
     h = int(height or panels[0].shape[0])
     resized = []
@@ -191,29 +271,35 @@ def side_by_side(
         resized.append(
             im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=interp)
         )
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, h / 480.0), 1
+    font, scale, thick = _FONT, max(0.4, h / 480.0), 1
     strip = 0
     if labels is not None:
         (_, th), base = cv2.getTextSize("Ag", font, scale, thick)
         strip = th + base + 8
+    bars = list(colorbars) if colorbars is not None else [None] * len(resized)
+    footer = _colorbar_height(scale) if any(b is not None for b in bars) else 0
     total_w = sum(im.shape[1] for im in resized) + gap * (len(resized) - 1)
-    canvas = np.full((h + strip, total_w, 3), 255, dtype=np.uint8)
+    canvas = np.full((h + strip + footer, total_w, 3), 255, dtype=np.uint8)
     x = 0
     for i, im in enumerate(resized):
         w = im.shape[1]
-        canvas[strip:, x : x + w] = im
+        canvas[strip : strip + h, x : x + w] = im
         if labels is not None:
             canvas[:strip, x : x + w] = 32
+            text, s = _fit_text(str(labels[i]), w - 8, scale, thick)
             cv2.putText(
-                canvas, str(labels[i]), (x + 4, strip - base - 4), font, scale,
+                canvas, text, (x + 4, strip - base - 4), font, s,
                 (255, 255, 255), thick, cv2.LINE_AA,
             )  # fmt: skip
+        if bars[i] is not None:
+            _draw_colorbar(canvas, x, strip + h + 2, w, bars[i], scale)
         x += w + gap
     return canvas
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an RGB (or gray) uint8 image as PNG, creating parent folders; returns the path."""
+    """Write an RGB (or gray, uint8 or uint16) image as PNG, creating parent folders; returns
+    the path. ``cv2.imwrite`` only returns False on failure: this raises an OSError naming it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img = np.asarray(rgb)

@@ -7,16 +7,24 @@ when the method has one) and ``<name>_preview.png`` (colour | input | output, co
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from depth_perception.core.depth import depth_to_mm
-from depth_perception.core.visualize import colorize_depth, depth_range, save_png, side_by_side
+from depth_perception.core.visualize import (
+    ColorBar,
+    colorize_depth,
+    depth_range,
+    save_png,
+    side_by_side,
+)
 from depth_perception.engines.base import CompletionEngine
+from depth_perception.eval.evaluate import chain_bags, pipeline_frames
+from depth_perception.eval.pipelines import Pipeline
 from depth_perception.io.frames import RGBDFrame
 
 
@@ -26,9 +34,8 @@ def frames_from(path: str | Path) -> Iterator[tuple[str, RGBDFrame]]:
 
     path = Path(path)
     if (path / "metadata.yaml").is_file():
-        from depth_perception.io.bag import read_rgbd_frames
-
-        for i, frame in enumerate(read_rgbd_frames(path)):
+        # As eval-bag reads bags: each frame carries the bag's calibration (LiDAR extrinsic).
+        for i, frame in enumerate(chain_bags([path])):
             yield f"{i:06d}", frame
     elif is_capture_dir(path):
         yield path.name, read_capture(path)
@@ -38,6 +45,28 @@ def frames_from(path: str | Path) -> Iterator[tuple[str, RGBDFrame]]:
             raise FileNotFoundError(f"{path}: neither a rosbag2 directory nor image captures")
         for d in dirs:
             yield d.name, read_capture(d)
+
+
+def pipeline_items(
+    pipeline: Pipeline, items: Iterable[tuple[str, RGBDFrame]]
+) -> Iterator[tuple[str, RGBDFrame]]:
+    """(name, frame) as ``pipeline`` takes the frames (:func:`evaluate.pipeline_frames`): a
+    LiDAR pipeline gets the LiDAR prompt as depth, never the sensor depth. Raises
+    :class:`MissingInputError` at once when the first frame lacks an input it needs."""
+    names: deque[str] = deque()
+
+    def frames() -> Iterator[RGBDFrame]:
+        for name, frame in items:
+            names.append(name)
+            yield frame
+
+    stream = pipeline_frames(pipeline, frames())  # one frame in, one out, in order
+
+    def paired() -> Iterator[tuple[str, RGBDFrame]]:
+        for frame in stream:
+            yield names.popleft(), frame
+
+    return paired()
 
 
 def complete_files(
@@ -51,13 +80,13 @@ def complete_files(
     written = []
     for name, frame in tqdm(items, total=total, desc=engine.model_id, unit="frame"):
         result = engine.complete(frame.rgb, frame.depth, frame.intrinsics)
-        depth_png = out / f"{name}_depth.png"
-        cv2.imwrite(str(depth_png), depth_to_mm(result.depth))
+        depth_png = save_png(out / f"{name}_depth.png", depth_to_mm(result.depth))
         np.save(out / f"{name}_depth.npy", result.depth)
         if result.confidence is not None:
             conf = np.clip(np.nan_to_num(result.confidence) * 255.0 + 0.5, 0, 255)
-            cv2.imwrite(str(out / f"{name}_confidence.png"), conf.astype(np.uint8))
+            save_png(out / f"{name}_confidence.png", conf.astype(np.uint8))
         vmin, vmax = depth_range(result.depth)
+        bar = ColorBar.depth(vmin, vmax)
         preview = side_by_side(
             [
                 frame.rgb,
@@ -65,6 +94,7 @@ def complete_files(
                 colorize_depth(result.depth, vmin, vmax),
             ],
             ["rgb", "input depth", engine.model_id],
+            colorbars=[None, bar, bar],
         )
         save_png(out / f"{name}_preview.png", preview)
         written.append(depth_png)

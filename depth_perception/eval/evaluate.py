@@ -6,6 +6,7 @@ user launches performs, and the offline mode is there for speed and for training
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,12 @@ from depth_perception.core.metrics import (
     valid_depth,
 )
 from depth_perception.core.prompts import points_to_sparse_depth, transform_points
-from depth_perception.eval.pipelines import get_pipeline
+from depth_perception.eval.pipelines import (
+    MissingInputError,
+    Pipeline,
+    get_pipeline,
+    missing_inputs,
+)
 from depth_perception.eval.report import FrameResult, ReportWriter, Summary
 from depth_perception.io.calibration import Calibration
 from depth_perception.io.frames import RGBDFrame
@@ -40,6 +46,11 @@ HEADLINE_METRICS = (
     "holes.rmse",
     "boundary_f1",
     "coverage",
+)
+# Hide-and-seek scores only the hidden blocks, which are all holes of the input: holes.* would
+# repeat the overall metrics, and the blocks' edges are no object boundaries (boundary F1).
+HIDE_AND_SEEK_METRICS = tuple(
+    m for m in HEADLINE_METRICS if not m.startswith("holes.") and m != "boundary_f1"
 )
 
 
@@ -170,6 +181,45 @@ def chain_bags(bags: Iterable[str | Path]) -> Iterator[RGBDFrame]:
             yield frame
 
 
+def pipeline_frames(
+    pipeline: Pipeline, frames: Iterable[RGBDFrame], calibration: Calibration | None = None
+) -> Iterator[RGBDFrame]:
+    """``frames`` as ``pipeline`` takes them: the LiDAR prompt as depth when its ``depth_input``
+    is "lidar". Raises :class:`MissingInputError` at once (nothing yielded yet) when the first
+    frame lacks an input the pipeline needs."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return iter(())
+    missing = missing_inputs(pipeline, first, calibration)
+    if missing:
+        raise MissingInputError(
+            f"pipeline {pipeline.name} needs {' and '.join(missing)}, which the recording "
+            "does not provide"
+        )
+    stream = itertools.chain([first], frames)
+    if pipeline.depth_input == "lidar":
+        stream = with_lidar_prompt(stream, calibration)
+    return stream
+
+
+@dataclass
+class _Truncation:
+    reason: str | None = None
+
+
+def _until_unreadable(frames: Iterable[RGBDFrame], stop: _Truncation) -> Iterator[RGBDFrame]:
+    """``frames`` up to the first one that cannot be read, whose reason lands in ``stop``.
+
+    A corrupt record mid-bag (``io.bag.BagReadError``, an OSError like any failure to read an
+    image file) ends the run instead of discarding every frame scored before it.
+    """
+    try:
+        yield from frames
+    except OSError as exc:
+        stop.reason = str(exc)
+
+
 def _limit(frames: Iterable[RGBDFrame], n: int | None) -> Iterator[RGBDFrame]:
     for i, frame in enumerate(frames):
         if n is not None and i >= n:
@@ -188,11 +238,14 @@ def evaluate(
 ) -> Summary:
     """Run ``cfg.pipeline`` over ``frames`` and write the report into ``out_dir``.
 
-    ``calibration`` (the recording's extrinsics) is needed by pipelines fed by the LiDAR.
+    ``calibration`` (the recording's extrinsics) is needed by pipelines fed by the LiDAR. A
+    pipeline whose inputs the frames lack raises :class:`MissingInputError` before anything is
+    written. When the frames stop at an unreadable record, the frames scored so far are reported
+    and the summary says ``truncated`` (with the reason).
     """
     pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint)
-    if pipeline.depth_input == "lidar":
-        frames = with_lidar_prompt(frames, calibration)
+    truncation = _Truncation()
+    frames = pipeline_frames(pipeline, _until_unreadable(frames, truncation), calibration)
     writer = ReportWriter(out_dir, pipeline.name, title, figure_every=cfg.figure_every)
     frames = _limit(frames, cfg.max_frames)
     if cfg.max_frames is not None and total is not None:
@@ -257,4 +310,4 @@ def evaluate(
     if all_targets:
         # FocusDepth aggregation over every target of the run: median and quartiles per region
         extra["targets"] = {"n": len(all_targets), **aggregate_targets(all_targets)}
-    return writer.finish(extra)
+    return writer.finish(extra, truncated_reason=truncation.reason)

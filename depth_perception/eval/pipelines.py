@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from depth_perception.engines.base import CompletionEngine
 from depth_perception.engines.classical import ClassicalFillEngine
+from depth_perception.io.calibration import Calibration
+from depth_perception.io.frames import RGBDFrame
 from depth_perception.paths import config_file, default_model_path
 
 
@@ -82,6 +84,51 @@ PIPELINES.update(
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
 LEARNED = tuple(name for name, _ in _LINGBOT_FUSION.values())
+# Names the CLI accepts besides the pipelines themselves.
+PIPELINE_GROUPS: dict[str, tuple[str, ...]] = {"all": tuple(PIPELINES), "learned": LEARNED}
+
+
+class MissingInputError(ValueError):
+    """A pipeline needs an input the recording does not provide (e.g. a LiDAR scan)."""
+
+
+def expand_pipelines(names: list[str]) -> list[str]:
+    """Pipeline names with the groups (``all``, ``learned``) expanded, first occurrence kept."""
+    out: dict[str, None] = {}
+    for name in names:
+        out.update(dict.fromkeys(PIPELINE_GROUPS.get(name, (name,))))
+    return list(out)
+
+
+def missing_inputs(
+    pipeline: Pipeline, frame: RGBDFrame, calibration: Calibration | None = None
+) -> list[str]:
+    """What ``pipeline`` needs, by its ``depth_input``, that ``frame`` does not carry.
+
+    ``calibration`` stands in for the frame's own (``frame.extra["calibration"]``).
+    """
+    if pipeline.depth_input == "sensor":
+        return []
+    if pipeline.depth_input != "lidar":
+        raise ValueError(f"pipeline {pipeline.name}: unknown depth_input {pipeline.depth_input!r}")
+    missing = []
+    if frame.extra.get("lidar") is None:
+        missing.append("a LiDAR scan")
+    cal = frame.extra.get("calibration") or calibration
+    lidar_frame = frame.extra.get("lidar_frame_id", "lidar_link")
+    if not _connects(cal, frame.frame_id, lidar_frame):
+        missing.append(f"the LiDAR extrinsic ({lidar_frame} -> {frame.frame_id}) in a calibration")
+    return missing
+
+
+def _connects(calibration: Calibration | None, parent: str, child: str) -> bool:
+    if calibration is None:
+        return False
+    try:
+        calibration.transform(parent, child)
+    except KeyError:  # the two frames are not connected
+        return False
+    return True
 
 
 def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from depth_perception.core.visualize import (
+    RELATIVE_ERROR_VMAX,
+    ColorBar,
     colorize_depth,
     colorize_error,
     depth_range,
@@ -70,6 +72,9 @@ class Summary:
     real_time_factor: float | None
     figures: list[str]
     extra: dict[str, Any]
+    # The frames stopped early (a corrupt record): the numbers cover only the frames before it.
+    truncated: bool = False
+    truncated_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -164,8 +169,11 @@ class ReportWriter:
         self.figures.append(path)
         return path
 
-    def summary(self, extra_summary: Mapping | None = None) -> Summary:
-        """Aggregate the frames so far (what :meth:`finish` writes)."""
+    def summary(
+        self, extra_summary: Mapping | None = None, truncated_reason: str | None = None
+    ) -> Summary:
+        """Aggregate the frames so far (what :meth:`finish` writes); ``truncated_reason``: why
+        the run stopped before the end of its data, if it did."""
         extra = dict(extra_summary or {})
         names: dict[str, None] = {}  # ordered set: metric columns in first-seen order
         for fr in self.frames:
@@ -185,6 +193,8 @@ class ReportWriter:
             real_time_factor=self._real_time_factor(extra),
             figures=[p.relative_to(self.out_dir).as_posix() for p in self.figures],
             extra=extra,
+            truncated=truncated_reason is not None,
+            truncated_reason=truncated_reason,
         )
 
     def _real_time_factor(self, extra: Mapping) -> float | None:
@@ -203,9 +213,11 @@ class ReportWriter:
         data_s = span_s * len(stamps) / (len(stamps) - 1)
         return float(data_s / float(wall))
 
-    def finish(self, extra_summary: Mapping | None = None) -> Summary:
+    def finish(
+        self, extra_summary: Mapping | None = None, truncated_reason: str | None = None
+    ) -> Summary:
         """Write summary.json, frames.csv and report.md; return the :class:`Summary`."""
-        summary = self.summary(extra_summary)
+        summary = self.summary(extra_summary, truncated_reason)
         (self.out_dir / "summary.json").write_text(
             json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n"
         )
@@ -242,24 +254,35 @@ def frame_figure(inputs: Mapping) -> np.ndarray:
     vmin, vmax = depth_range(ref) if ref is not None else (0.0, 1.0)
     panels: list[np.ndarray] = []
     labels: list[str] = []
+    bars: list[ColorBar | None] = []
     if inputs.get("rgb") is not None:
         panels.append(np.asarray(inputs["rgb"], dtype=np.uint8))
         labels.append("rgb")
+        bars.append(None)
     for key, label in (("input_depth", "input depth"), ("pred", "output"), ("gt", "ground truth")):
         if inputs.get(key) is not None:
             panels.append(colorize_depth(inputs[key], vmin, vmax))
             labels.append(label)
+            bars.append(ColorBar.depth(vmin, vmax))
     if inputs.get("pred") is not None and inputs.get("gt") is not None:
         panels.append(colorize_error(inputs["pred"], inputs["gt"], kind="absrel"))
-        labels.append("AbsRel error (0-0.25)")
+        labels.append("AbsRel error")
+        bars.append(ColorBar(0.0, RELATIVE_ERROR_VMAX, unit="", cmap="inferno"))
     if not panels:
         raise ValueError("figure_inputs has none of rgb / input_depth / pred / gt")
-    return side_by_side(panels, labels)
+    return side_by_side(panels, labels, colorbars=bars)
 
 
 def render_markdown(summary: Summary) -> str:
     """report.md text: header facts, one metric table, extras and figure links."""
-    lines = [f"# {summary.title}", "", f"- pipeline: `{summary.pipeline}`"]
+    lines = [f"# {summary.title}", ""]
+    if summary.truncated:
+        lines += [
+            f"**Truncated run**: {summary.truncated_reason}. Only the {summary.frames} frame(s) "
+            "scored before that are reported here.",
+            "",
+        ]
+    lines.append(f"- pipeline: `{summary.pipeline}`")
     lines.append(f"- frames: {summary.frames}")
     if summary.latency_ms is not None:
         lat = summary.latency_ms
@@ -313,26 +336,34 @@ def compare_table(
 
     ``summaries`` maps pipeline name to its summary.json dict (``Summary.to_dict()``) or to a
     flat ``{metric: value}`` dict; nested values use ``stat``. Direction comes from
-    :func:`higher_is_better`; ties are all bold; a missing value shows as "–".
+    :func:`higher_is_better`; a best value shared by several rows (a tie at the shown
+    precision, e.g. coverage 1.000 everywhere) or alone in its column is not bold; a missing
+    value shows as "–".
     """
     header = "| pipeline | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---:|" * len(metrics)
     values = {p: [_lookup(s, m, stat) for m in metrics] for p, s in summaries.items()}
-    best: list[float | None] = []
+    texts = {
+        p: [_cell_text(v, m, digits) for v, m in zip(vals, metrics, strict=True)]
+        for p, vals in values.items()
+    }
+    bold: list[str | None] = []  # per column: the text of its one best value
     for j, m in enumerate(metrics):
         col = [v[j] for v in values.values() if v[j] is not None]
         hib = higher_is_better(m)
-        best.append(None if not col or hib is None else (max(col) if hib else min(col)))
+        best = None if not col or hib is None else _fmt(max(col) if hib else min(col), digits)
+        # Compare formatted text: values equal at the shown precision are a tie.
+        holders = sum(t[j] == best for t in texts.values())
+        bold.append(best if holders == 1 and len(col) > 1 else None)
     lines = [header, rule]
-    for p, vals in values.items():
-        cells = []
-        for j, v in enumerate(vals):
-            # Unranked counts (n_valid, frames) read better without decimals.
-            count = v is not None and higher_is_better(metrics[j]) is None and v.is_integer()
-            text = _fmt(int(v)) if count else _fmt(v, digits)
-            # Compare formatted text so that values equal at the shown precision tie visibly.
-            if v is not None and best[j] is not None and text == _fmt(best[j], digits):
-                text = f"**{text}**"
-            cells.append(text)
+    for p, cells in texts.items():
+        cells = [f"**{c}**" if c == bold[j] else c for j, c in enumerate(cells)]
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell_text(v: float | None, metric: str, digits: int) -> str:
+    # Unranked counts (n_valid, frames) read better without decimals.
+    if v is not None and higher_is_better(metric) is None and v.is_integer():
+        return _fmt(int(v))
+    return _fmt(v, digits)

@@ -37,14 +37,17 @@ Every message of a frame has the same header stamp, also used as the bag (receiv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import struct
 import sys
+import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import yaml
@@ -309,6 +312,9 @@ class _BagWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.writer.close()
+            if self.storage == "mcap":
+                for file in _mcap_files(self.path):
+                    seal_mcap_crcs(file)
         else:
             self.writer.abort()  # do not leave a half-written bag looking complete
 
@@ -437,6 +443,179 @@ def write_sim_bag(
 
 
 # ---------------------------------------------------------------------------------------------
+# MCAP checksums
+# ---------------------------------------------------------------------------------------------
+
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_FOOTER, _OP_CHUNK, _OP_DATA_END = 0x02, 0x06, 0x0F
+_RECORD_HEAD = 9  # opcode (uint8) + content length (uint64)
+_CHUNK_CRC_AT = _RECORD_HEAD + 24  # after message_start_time, message_end_time, uncompressed_size
+_FOOTER_SIZE = _RECORD_HEAD + 20  # summary_start, summary_offset_start (uint64), summary_crc
+_U32 = struct.Struct("<I")
+_CHUNK_HEAD = struct.Struct("<QQQI")  # message start / end time, uncompressed size, its CRC
+
+
+class BagReadError(OSError):
+    """A bag that cannot be read as recorded: unreadable, corrupt record, checksum mismatch.
+
+    An OSError like ``gzip.BadGzipFile``: the file's bytes are at fault, not the caller.
+    """
+
+
+@dataclass(frozen=True)
+class _McapChunk:
+    offset: int  # of the chunk record in the file
+    message_start_ns: int
+    crc: int  # CRC-32 of the uncompressed records, 0 = not computed
+    compression: str
+    data_at: int  # where the (compressed) records start
+    data_size: int
+    uncompressed_size: int
+
+
+def _mcap_files(path: Path) -> list[Path]:
+    """The .mcap files of a bag directory (or the file itself)."""
+    path = Path(path)
+    return [path] if path.suffix == ".mcap" else sorted(path.glob("*.mcap"))
+
+
+def _mcap_data_section(f: BinaryIO, file: Path) -> tuple[list[_McapChunk], int | None]:
+    """Chunk headers of the data section and the offset of its Data End record (None if absent).
+
+    Walks the records from the start of the file, reading only the chunk headers.
+    """
+    size = f.seek(0, 2)
+    f.seek(0)
+    if f.read(len(_MCAP_MAGIC)) != _MCAP_MAGIC:
+        raise BagReadError(f"{file}: not an MCAP file (bad magic)")
+    chunks: list[_McapChunk] = []
+    pos = len(_MCAP_MAGIC)
+    while pos + _RECORD_HEAD <= size:
+        f.seek(pos)
+        op, length = struct.unpack("<BQ", f.read(_RECORD_HEAD))
+        end = pos + _RECORD_HEAD + length
+        if end > size:
+            raise BagReadError(
+                f"{file}: malformed MCAP record at byte offset {pos} (length {length})"
+            )
+        if op in (_OP_DATA_END, _OP_FOOTER):
+            return chunks, pos if op == _OP_DATA_END else None
+        if op == _OP_CHUNK:
+            start_ns, _, uncompressed, crc = _CHUNK_HEAD.unpack(f.read(_CHUNK_HEAD.size))
+            (n,) = _U32.unpack(f.read(4))
+            compression = f.read(n).decode("utf-8", "replace")
+            (data_size,) = struct.unpack("<Q", f.read(8))
+            chunks.append(
+                _McapChunk(pos, start_ns, crc, compression, f.tell(), data_size, uncompressed)
+            )
+        pos = end
+    return chunks, None
+
+
+def _chunk_crc(f: BinaryIO, chunk: _McapChunk) -> int:
+    # rosbags' own table of chunk decompressors ("", "lz4", "zstd"): one place knows them.
+    from rosbags.rosbag2.storage_mcap import DECOMPRESSORS
+
+    f.seek(chunk.data_at)
+    data = f.read(chunk.data_size)
+    if chunk.compression not in DECOMPRESSORS:
+        raise BagReadError(f"MCAP chunk compression {chunk.compression!r} is not supported")
+    return zlib.crc32(DECOMPRESSORS[chunk.compression](data, chunk.uncompressed_size))
+
+
+def _crc_of_range(f: BinaryIO, start: int, stop: int, block: int = 1 << 22) -> int:
+    crc, pos = 0, start
+    f.seek(start)
+    while pos < stop:
+        data = f.read(min(block, stop - pos))
+        if not data:
+            break
+        crc, pos = zlib.crc32(data, crc), pos + len(data)
+    return crc
+
+
+def _footer(f: BinaryIO, file: Path) -> tuple[int, int, int]:
+    """(footer offset, summary_start, summary_crc) of the record before the trailing magic."""
+    at = f.seek(0, 2) - len(_MCAP_MAGIC) - _FOOTER_SIZE
+    if at < len(_MCAP_MAGIC):
+        raise BagReadError(f"{file}: too short for an MCAP file")
+    f.seek(at)
+    op, _, start, _, crc = struct.unpack("<BQQQI", f.read(_FOOTER_SIZE))
+    if op != _OP_FOOTER or f.read() != _MCAP_MAGIC:
+        raise BagReadError(f"{file}: no MCAP footer at its end (truncated or corrupt)")
+    return at, start, crc
+
+
+def _summary_crc_range(f: BinaryIO, file: Path) -> tuple[int, int] | None:
+    """Byte range the footer's summary CRC covers: summary start to the end of the footer's
+    summary_offset_start field. None when the file has no summary section."""
+    at, start, _ = _footer(f, file)
+    return (start, at + _RECORD_HEAD + 16) if 0 < start <= at else None
+
+
+def seal_mcap_crcs(file: str | Path) -> None:
+    """Write the CRCs rosbags leaves at 0: each chunk's, the data section's, the summary's.
+
+    Order matters: chunk CRCs lie inside the data section, which the data-section CRC covers;
+    the summary CRC covers neither.
+    """
+    file = Path(file)
+    with file.open("r+b") as f:
+        chunks, data_end = _mcap_data_section(f, file)
+        for chunk in chunks:
+            crc = _chunk_crc(f, chunk)  # reads: seek for the write only afterwards
+            f.seek(chunk.offset + _CHUNK_CRC_AT)
+            f.write(_U32.pack(crc))
+        if data_end is not None:
+            crc = _crc_of_range(f, 0, data_end)
+            f.seek(data_end + _RECORD_HEAD)
+            f.write(_U32.pack(crc))
+        summary = _summary_crc_range(f, file)
+        if summary is not None:
+            crc = _crc_of_range(f, *summary)
+            f.seek(summary[1])
+            f.write(_U32.pack(crc))
+
+
+def _check(file: Path, what: str, stored: int, computed: int) -> None:
+    if stored and stored != computed:
+        raise BagReadError(
+            f"{file}: {what}: CRC mismatch (stored {stored:#010x}, computed {computed:#010x}); "
+            "the file is corrupt"
+        )
+
+
+def verify_mcap_summary(file: str | Path) -> None:
+    """Check the summary CRC (the index readers trust to find chunks); cheap, done at open."""
+    file = Path(file)
+    with file.open("rb") as f:
+        summary = _summary_crc_range(f, file)
+        if summary is not None:
+            _check(file, "MCAP summary section", _footer(f, file)[2], _crc_of_range(f, *summary))
+
+
+def verify_mcap_chunks(file: str | Path) -> None:
+    """Check every chunk's CRC; the error names the file and the first bad chunk's offset."""
+    file = Path(file)
+    with file.open("rb") as f:
+        for chunk in _mcap_data_section(f, file)[0]:
+            if chunk.crc:
+                what = f"MCAP chunk at byte offset {chunk.offset}"
+                _check(file, what, chunk.crc, _chunk_crc(f, chunk))
+
+
+def verify_mcap_data_section(file: str | Path) -> None:
+    """Check the data-section CRC (covers the records between chunks too; reads the file)."""
+    file = Path(file)
+    with file.open("rb") as f:
+        data_end = _mcap_data_section(f, file)[1]
+        if data_end is not None:
+            f.seek(data_end + _RECORD_HEAD)
+            (stored,) = _U32.unpack(f.read(4))
+            _check(file, "MCAP data section", stored, _crc_of_range(f, 0, data_end))
+
+
+# ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
 
@@ -446,9 +625,48 @@ _CONSUMED = ("depth", "gt_depth", "gt_instances", "targets")
 _AUX = ("lidar", "radar")
 
 
-def _open_reader(path: Path) -> AnyReader:
-    # Our type store is only the fallback: a bag's own stored definitions take precedence.
-    return AnyReader([Path(path)], default_typestore=bag_typestore())
+@contextlib.contextmanager
+def _open_reader(path: Path) -> Iterator[AnyReader]:
+    """An open AnyReader on the bag; a failure to open it is a :class:`BagReadError`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such bag")
+    try:
+        for file in _mcap_files(path):
+            verify_mcap_summary(file)  # the chunk index the reader is about to trust
+        # Our type store is only the fallback: a bag's own stored definitions take precedence.
+        reader = AnyReader([path], default_typestore=bag_typestore())
+        reader.open()
+    except BagReadError:
+        raise
+    except Exception as exc:  # rosbags' errors, sqlite3, struct, yaml: the bag is unreadable
+        raise BagReadError(f"{path}: not a readable rosbag2 ({exc})") from exc
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _messages(reader: AnyReader, path: Path, connections: list) -> Iterator[tuple[Any, int, bytes]]:
+    """``reader.messages``, with a failure to read a record as a :class:`BagReadError`.
+
+    rosbags checks an MCAP chunk's CRC when it reads the chunk but does not say which one
+    failed; the error then names the file and the chunk's offset.
+    """
+    try:
+        yield from reader.messages(connections=connections)
+    except Exception as exc:
+        for file in _mcap_files(path):
+            verify_mcap_chunks(file)  # raises, naming the chunk, when a CRC is the cause
+        raise BagReadError(f"{path}: corrupt record ({type(exc).__name__}: {exc})") from exc
+
+
+def _decoded(path: str | Path, what: str, decode: Callable[..., Any], *args: Any) -> Any:
+    """``decode(*args)``, with a message that does not decode as a :class:`BagReadError`."""
+    try:
+        return decode(*args)
+    except Exception as exc:
+        raise BagReadError(f"{path}: cannot decode {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def _deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
@@ -556,11 +774,13 @@ def read_rgbd_frames(
             if "depth" not in parts or not parts.keys() & {"rgb_info", "depth_info"}:
                 skipped += 1
                 return None
-            return _decode_frame(t, rgb_msg, parts, extra_base)
+            what = f"the frame at stamp {t}"
+            return _decoded(path, what, _decode_frame, t, rgb_msg, parts, extra_base)
 
-        for conn, bag_ns, raw in reader.messages(connections=conns):
+        for conn, bag_ns, raw in _messages(reader, path, conns):
             role = role_of[conn.topic]
-            msg = _deserialize(reader, raw, conn.msgtype)
+            what = f"the {conn.topic} message at bag time {bag_ns}"
+            msg = _decoded(path, what, _deserialize, reader, raw, conn.msgtype)
             stamp = _stamp_ns(msg.header)
             if role == "rgb":
                 anchors.append((stamp, bag_ns, msg))
@@ -581,6 +801,9 @@ def read_rgbd_frames(
                 yield frame
         if skipped:
             log.warning("%s: %d colour image(s) had no depth/camera_info partner", path, skipped)
+    # Read to the end: the data-section CRC also covers the records between chunks.
+    for file in _mcap_files(Path(path)):
+        verify_mcap_data_section(file)
 
 
 def read_tf_static(path: str | Path, topic: str = "/tf_static") -> list[Extrinsic]:
@@ -590,8 +813,10 @@ def read_tf_static(path: str | Path, topic: str = "/tf_static") -> list[Extrinsi
         conns = [c for c in reader.connections if c.topic == topic]
         if not conns:  # rosbags reads *every* connection when given none
             return []
-        for conn, _, raw in reader.messages(connections=conns):
-            for tf in _deserialize(reader, raw, conn.msgtype).transforms:
+        for conn, bag_ns, raw in _messages(reader, Path(path), conns):
+            what = f"the {topic} message at bag time {bag_ns}"
+            msg = _decoded(path, what, _deserialize, reader, raw, conn.msgtype)
+            for tf in msg.transforms:
                 tr, q = tf.transform.translation, tf.transform.rotation
                 by_child[tf.child_frame_id] = Extrinsic(
                     tf.header.frame_id, tf.child_frame_id, (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)
@@ -647,6 +872,7 @@ def bag_info(path: str | Path) -> dict:
 __all__ = [
     "BAG_VERSION",
     "CALIBRATION_FILE",
+    "BagReadError",
     "BagSummary",
     "BagTopics",
     "bag_calibration",
@@ -655,9 +881,13 @@ __all__ = [
     "canonical_cdr",
     "read_rgbd_frames",
     "read_tf_static",
+    "seal_mcap_crcs",
     "targets_from_msg",
     "targets_to_msg",
     "tf_static_bytes",
+    "verify_mcap_chunks",
+    "verify_mcap_data_section",
+    "verify_mcap_summary",
     "write_frames_bag",
     "write_sim_bag",
 ]
