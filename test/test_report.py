@@ -276,7 +276,8 @@ def test_long_titles_stay_in_their_panel():
     out = side_by_side([img, img], [long, ""])
     strip = out.shape[0] - 48
     assert (out[:strip, 68:] == 32).all()  # the second panel's title strip is untouched
-    assert (out[:strip, 4:60] > 128).any()  # the first title was drawn (shrunk and cut)
+    assert (out[:strip, 4:60] > 128).any()  # the first title was drawn (shrunk and cut) ...
+    assert (out[:strip, 60:64] == 32).all()  # ... inside its margin, not clipped at the edge
 
 
 def test_truncated_run_in_summary_and_report(tmp_path):
