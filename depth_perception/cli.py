@@ -204,17 +204,41 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_folder(args: argparse.Namespace) -> int:
-    from depth_perception.eval.evaluate import hide_and_seek
+    from depth_perception.eval.evaluate import HIDE_AND_SEEK_METRICS, hide_and_seek
+    from depth_perception.eval.report import repeated_runs_table
     from depth_perception.io.image_folder import read_image_folder
 
     captures = read_image_folder(_existing(args.folder))
-    return _run_eval(
-        lambda: hide_and_seek(captures, seed=args.seed),
-        len(captures),
-        args,
-        f"Hide-and-seek on {Path(args.folder).name}",
-        hidden=True,
-    )
+    seeds = range(args.seed, args.seed + args.seeds)
+    out, title = args.out, f"Hide-and-seek on {Path(args.folder).name}"
+    status = 0
+    for seed in seeds:
+        # One draw of hidden blocks per seed; several draws show how much a ranking depends on
+        # which pixels happened to be hidden.
+        args.out = out / f"seed_{seed}" if args.seeds > 1 else out
+        status |= _run_eval(
+            lambda seed=seed: hide_and_seek(captures, seed=seed),
+            len(captures),
+            args,
+            f"{title} (seed {seed})",
+            hidden=True,
+        )
+    args.out = out
+    if args.seeds > 1:
+        runs = [out / f"seed_{s}" for s in seeds]
+        done = [
+            p
+            for p in expand_pipelines(args.pipeline or list(BASELINES))
+            if all((r / p / "frames.csv").exists() for r in runs)
+        ]
+        names = [c.extra.get("name", str(i)) for i, c in enumerate(captures)]
+        text = f"# {title}, per capture, seeds {seeds.start}-{seeds.stop - 1}\n"
+        for metric in ("rmse", "abs_rel"):
+            if metric in HIDE_AND_SEEK_METRICS:
+                text += "\n" + repeated_runs_table(runs, done, names, metric)
+        (out / "per_capture.md").write_text(text)
+        print(text)
+    return status
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
@@ -296,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     _add_eval_args(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="repeat with seeds SEED..SEED+N-1 (under OUT/seed_S) and write per_capture.md",
+    )
     p.set_defaults(func=cmd_eval_folder)
 
     p = sub.add_parser("complete", help="complete depth of image captures or a bag into files")

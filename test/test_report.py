@@ -289,3 +289,24 @@ def test_truncated_run_in_summary_and_report(tmp_path):
     assert summary.truncated
     report = (tmp_path / "report.md").read_text()
     assert "**Truncated run**: bag.db3: corrupt record. Only the 1 frame(s)" in report
+
+
+def test_repeated_runs_table_mean_std_per_frame_and_overall(tmp_path):
+    from depth_perception.eval.report import repeated_runs_table
+
+    # Two runs (seeds) of two pipelines on two frames; rmse values chosen by hand.
+    rmse = {"a": [[1.0, 3.0], [2.0, 5.0]], "b": [[1.5, 2.0], [1.5, 2.0]]}  # [run][frame]
+    runs = [tmp_path / "seed_0", tmp_path / "seed_1"]
+    for r, run in enumerate(runs):
+        for p, vals in rmse.items():
+            (run / p).mkdir(parents=True)
+            lines = ["frame_index,rmse"] + [f"{i},{v}" for i, v in enumerate(vals[r])]
+            (run / p / "frames.csv").write_text("\n".join(lines) + "\n")
+    table = repeated_runs_table(runs, ["a", "b"], ["cap0", "cap1"], "rmse")
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    # cap0: a = mean(1, 2) = 1.5 ± 0.5, b = 1.5 ± 0: a tie at 3 decimals, nothing bold.
+    assert rows["cap0"] == "| cap0 | 1.500 ± 0.500 | 1.500 ± 0.000 |"
+    # cap1: a = 4 ± 1, b = 2 ± 0: b is best.
+    assert rows["cap1"] == "| cap1 | 4.000 ± 1.000 | **2.000 ± 0.000** |"
+    # all: per-run means a = 2.0, 3.5 -> 2.75 ± 0.75; b = 1.75, 1.75.
+    assert rows["all 2"] == "| all 2 | 2.750 ± 0.750 | **1.750 ± 0.000** |"

@@ -367,3 +367,51 @@ def _cell_text(v: float | None, metric: str, digits: int) -> str:
     if v is not None and higher_is_better(metric) is None and v.is_integer():
         return _fmt(int(v))
     return _fmt(v, digits)
+
+
+def repeated_runs_table(
+    runs: Sequence[Path],
+    pipelines: Sequence[str],
+    frame_names: Sequence[str],
+    metric: str,
+    digits: int = 3,
+) -> str:
+    """Markdown table of ``metric`` per frame (rows) and pipeline (columns) over repeated runs.
+
+    ``runs`` are report directories of the same evaluation repeated (e.g. hide-and-seek with
+    several seeds), each holding ``<pipeline>/frames.csv``. A cell is the mean ± standard
+    deviation over the runs; the last row averages each run over all frames first. The best
+    mean of a row is bold unless tied at the shown precision.
+    """
+    # values[pipeline][frame index] = one value per run
+    values: dict[str, dict[int, list[float]]] = {p: {} for p in pipelines}
+    per_run_mean: dict[str, list[float]] = {p: [] for p in pipelines}
+    for run in runs:
+        for p in pipelines:
+            with open(Path(run) / p / "frames.csv", newline="") as f:
+                rows = [(int(r["frame_index"]), float(r[metric])) for r in csv.DictReader(f)]
+            for index, value in rows:
+                values[p].setdefault(index, []).append(value)
+            per_run_mean[p].append(float(np.mean([v for _, v in rows])))
+    body = [
+        (name, {p: values[p].get(i, []) for p in pipelines}) for i, name in enumerate(frame_names)
+    ]
+    body.append((f"all {len(frame_names)}", per_run_mean))
+    better_high = higher_is_better(metric)
+    lines = [
+        f"| {metric} (mean ± std, {len(runs)} runs) | " + " | ".join(pipelines) + " |",
+        "|---|" + "---:|" * len(pipelines),
+    ]
+    for name, cells in body:
+        means = {p: float(np.mean(v)) for p, v in cells.items() if v}
+        texts = {
+            p: f"{_fmt(means[p], digits)} ± {_fmt(float(np.std(cells[p])), digits)}" for p in means
+        }
+        best = None
+        if len(means) > 1 and better_high is not None:
+            pick = max(means.values()) if better_high else min(means.values())
+            holders = [p for p, m in means.items() if _fmt(m, digits) == _fmt(pick, digits)]
+            best = holders[0] if len(holders) == 1 else None
+        row = [f"**{texts[p]}**" if p == best else texts.get(p, "–") for p in pipelines]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
