@@ -15,6 +15,7 @@ from pathlib import Path
 
 from depth_perception.eval.evaluate import (
     HEADLINE_METRICS,
+    HIDE_AND_SEEK_METRICS,
     EvalConfig,
     chain_bags,
     evaluate,
@@ -119,7 +120,7 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
             learned + BASELINES,
             hidden=True,
         )
-        table = compare_table(scores, ["abs_rel", "rmse", "mae", "delta1", "coverage"])
+        table = compare_table(scores, list(HIDE_AND_SEEK_METRICS))
         sections.append(
             f"## Real captures `{real}` (hide-and-seek on hidden valid raw depth)\n\n{table}\n"
         )
