@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import rclpy
@@ -94,3 +95,33 @@ def by_stamp(msgs, stamp_ns):
         if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns:
             return m
     return None
+
+
+@contextmanager
+def running_node(executable: str, config: str, namespace: str, log, parameters=None, timeout=20.0):
+    """A node process launched like `ros2 run` with the package's config, plus a ReplayClient
+    and a Collector on its namespace, both connected; yields (node, client, collector).
+
+    On exit everything is closed and the node must have shut down cleanly (exit code 0)."""
+    from depth_perception.paths import config_file
+    from depth_perception.ros.launcher import NodeProcess
+    from depth_perception.ros.replay import ReplayClient
+
+    node = NodeProcess(
+        executable,
+        params_file=config_file(config),
+        namespace=namespace,
+        parameters=parameters or {},
+        log_path=log,
+    ).start()
+    collector = Collector(namespace)
+    client = ReplayClient(namespace)
+    try:
+        assert client.wait_for_node(timeout), log.read_text()
+        assert collector.wait_for_publishers(), log.read_text()
+        yield node, client, collector
+    finally:
+        client.close()
+        collector.close()
+        code = node.stop()
+    assert code == 0, log.read_text()  # SIGINT -> clean shutdown

@@ -10,7 +10,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import INTR, Collector, H, W, by_stamp, make_frame
+from node_harness import INTR, H, W, by_stamp, make_frame, running_node
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Header
 
@@ -19,37 +19,27 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_to_mm
 from depth_perception.engines.base import CompletionResult
 from depth_perception.io.frames import RGBDFrame
-from depth_perception.paths import config_file
 from depth_perception.ros.conversions import (
     depth_image_to_metres,
     intrinsics_to_camera_info,
     numpy_to_image,
     pointcloud2_to_array,
 )
-from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.qos import reliable_qos
 from depth_perception.ros.replay import ReplayClient
 
 
 @pytest.fixture(scope="module")
 def fill_node(tmp_path_factory):
-    namespace = f"/fill_test_{id(object()) % 100000}"
     log = tmp_path_factory.mktemp("node") / "node.log"
-    node = NodeProcess(
-        "depth_fill_node",
-        params_file=config_file("depth_fill.yaml"),
-        namespace=namespace,
-        parameters={"publish_depth_mm": True, "diagnostics_period": 0.2},
-        log_path=log,
-    ).start()
-    collector = Collector(namespace)
-    client = ReplayClient(namespace)
-    assert client.wait_for_node(20.0), log.read_text()
-    assert collector.wait_for_publishers(), log.read_text()
-    yield node, client, collector, log
-    client.close()
-    collector.close()
-    assert node.stop() == 0, log.read_text()  # SIGINT -> clean shutdown, exit code 0
+    namespace = f"/fill_test_{id(object()) % 100000}"
+    parameters = {"publish_depth_mm": True, "diagnostics_period": 0.2}
+    with running_node("depth_fill_node", "depth_fill.yaml", namespace, log, parameters) as (
+        node,
+        client,
+        collector,
+    ):
+        yield node, client, collector, log
 
 
 def test_every_output_published_with_encodings_frames_and_stamps(fill_node):

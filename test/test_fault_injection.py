@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import INTR, Collector, H, W, by_stamp, make_frame
+from node_harness import INTR, H, W, by_stamp, make_frame, running_node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -269,28 +269,14 @@ FAULTS = [
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    namespace = "/fault_test"
     log = tmp_path_factory.mktemp("faults") / "node.log"
-    node = NodeProcess(
-        "depth_fill_node",
-        params_file=config_file("depth_fill.yaml"),
-        namespace=namespace,
-        parameters={
-            "diagnostics_period": 0.1,
-            "max_input_pixels": MAX_PIXELS,
-            "max_depth": MAX_DEPTH,
-        },
-        log_path=log,
-    ).start()
-    collector = Collector(namespace)
-    client = ReplayClient(namespace)
-    assert client.wait_for_node(20.0), log.read_text()
-    assert collector.wait_for_publishers(), log.read_text()
-    state = {"stamp": 1_700_000_000_000_000_000}
-    yield node, client, collector, log, state
-    client.close()
-    collector.close()
-    assert node.stop() == 0, log.read_text()
+    parameters = {"diagnostics_period": 0.1, "max_input_pixels": MAX_PIXELS, "max_depth": MAX_DEPTH}
+    with running_node("depth_fill_node", "depth_fill.yaml", "/fault_test", log, parameters) as (
+        node,
+        client,
+        collector,
+    ):
+        yield node, client, collector, log, {"stamp": 1_700_000_000_000_000_000}
 
 
 def _publish(client, rgb, depth, info) -> None:

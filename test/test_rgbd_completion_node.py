@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from node_harness import Collector, by_stamp
+from node_harness import by_stamp, running_node
 
 from depth_perception.core.fusion import align_to_measured
 from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
 from depth_perception.io.bag import read_rgbd_frames, write_sim_bag
 from depth_perception.models.checkpoints import save_checkpoint
 from depth_perception.models.lingbot import build_preset
-from depth_perception.paths import config_file
 from depth_perception.ros.conversions import depth_image_to_metres, image_to_numpy
-from depth_perception.ros.launcher import NodeProcess
-from depth_perception.ros.replay import ReplayClient
 from depth_perception.sim.sequence import SequenceConfig
 
 
@@ -31,23 +28,12 @@ def setup(tmp_path_factory):
         progress=False,
     )
     frames = list(read_rgbd_frames(bag))
-    namespace = "/lingbot_test"
+    parameters = {"checkpoint": str(checkpoint), "device": "cpu"}
     log = tmp / "node.log"
-    node = NodeProcess(
-        "rgbd_completion_node",
-        params_file=config_file("rgbd_completion.yaml"),
-        namespace=namespace,
-        parameters={"checkpoint": str(checkpoint), "device": "cpu"},
-        log_path=log,
-    ).start()
-    collector = Collector(namespace)
-    client = ReplayClient(namespace)
-    assert client.wait_for_node(60.0), log.read_text()
-    assert collector.wait_for_publishers(), log.read_text()
-    yield checkpoint, frames, node, client, collector, log
-    client.close()
-    collector.close()
-    assert node.stop() == 0, log.read_text()
+    with running_node(
+        "rgbd_completion_node", "rgbd_completion.yaml", "/lingbot_test", log, parameters, 60.0
+    ) as (node, client, collector):
+        yield checkpoint, frames, node, client, collector, log
 
 
 def test_outputs_match_the_engine_with_encodings_frames_and_stamps(setup):
