@@ -119,9 +119,7 @@ def soak(name: str, minutes: float, log_dir: Path) -> dict:
             header = Header(stamp=ns_to_stamp(stamp), frame_id=INTR.frame_id)
             rgb, depth = frames[i % len(frames)]
             rgb.header = depth.header = header
-            client._pub_info.publish(intrinsics_to_camera_info(INTR, header))
-            client._pub_rgb.publish(rgb)
-            client._pub_depth.publish(depth)
+            client.publish_messages(rgb, depth, intrinsics_to_camera_info(INTR, header))
             sent[stamp] = time.monotonic()
             i += 1
             if now - last_progress > 10.0:

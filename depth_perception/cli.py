@@ -92,8 +92,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure-every", type=int, default=10)
 
 
-def _run_eval(frames_factory, total, args, title: str, hidden: bool = False) -> int:
-    """Evaluate each pipeline, write comparison.md; the exit status (1: the data ended early).
+def _run_eval(
+    frames_factory, total, args, title: str, hidden: bool = False, out: Path | None = None
+) -> int:
+    """Evaluate each pipeline into ``out`` (default ``args.out``), write comparison.md; the
+    exit status (1: the data ended early).
 
     A pipeline whose inputs the recording lacks is skipped with a note; a corrupt record ends
     every pipeline's run there, and the frames scored before it are still reported.
@@ -106,7 +109,7 @@ def _run_eval(frames_factory, total, args, title: str, hidden: bool = False) -> 
     )
     from depth_perception.eval.report import compare_table
 
-    _output_dir(args.out)
+    out = _output_dir(out or args.out)
     summaries, notes, truncated = {}, [], None
     for name in expand_pipelines(args.pipeline or list(BASELINES)):
         cfg = EvalConfig(
@@ -118,7 +121,7 @@ def _run_eval(frames_factory, total, args, title: str, hidden: bool = False) -> 
             checkpoint=args.checkpoint if name in LEARNED else None,
         )
         try:
-            summary = evaluate(frames_factory(), cfg, args.out / name, f"{title}: {name}", total)
+            summary = evaluate(frames_factory(), cfg, out / name, f"{title}: {name}", total)
         except MissingInputError as exc:
             notes.append(f"{name} skipped: {exc}")
             print(notes[-1])
@@ -140,11 +143,11 @@ def _run_eval(frames_factory, total, args, title: str, hidden: bool = False) -> 
             f"`{PROG}` exited with status 1.\n\n"
         )
     text += table + "".join(f"\n- {note}" for note in notes)
-    (args.out / "comparison.md").write_text(text + "\n")
+    (out / "comparison.md").write_text(text + "\n")
     print(table)
     if truncated:
         print(
-            f"{PROG}: error: {truncated}; partial results written to {args.out} (marked truncated)",
+            f"{PROG}: error: {truncated}; partial results written to {out} (marked truncated)",
             file=sys.stderr,
         )
         return 1
@@ -204,7 +207,7 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_folder(args: argparse.Namespace) -> int:
-    from depth_perception.eval.evaluate import HIDE_AND_SEEK_METRICS, hide_and_seek
+    from depth_perception.eval.evaluate import hide_and_seek
     from depth_perception.eval.report import repeated_runs_table
     from depth_perception.io.image_folder import read_image_folder
 
@@ -215,15 +218,14 @@ def cmd_eval_folder(args: argparse.Namespace) -> int:
     for seed in seeds:
         # One draw of hidden blocks per seed; several draws show how much a ranking depends on
         # which pixels happened to be hidden.
-        args.out = out / f"seed_{seed}" if args.seeds > 1 else out
         status |= _run_eval(
             lambda seed=seed: hide_and_seek(captures, seed=seed),
             len(captures),
             args,
             f"{title} (seed {seed})",
             hidden=True,
+            out=out / f"seed_{seed}" if args.seeds > 1 else out,
         )
-    args.out = out
     if args.seeds > 1:
         runs = [out / f"seed_{s}" for s in seeds]
         done = [
@@ -234,8 +236,7 @@ def cmd_eval_folder(args: argparse.Namespace) -> int:
         names = [c.extra.get("name", str(i)) for i, c in enumerate(captures)]
         text = f"# {title}, per capture, seeds {seeds.start}-{seeds.stop - 1}\n"
         for metric in ("rmse", "abs_rel"):
-            if metric in HIDE_AND_SEEK_METRICS:
-                text += "\n" + repeated_runs_table(runs, done, names, metric)
+            text += "\n" + repeated_runs_table(runs, done, names, metric)
         (out / "per_capture.md").write_text(text)
         print(text)
     return status

@@ -107,9 +107,11 @@ def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
     node, client, collector, log = fill_node
     header = Header(stamp=Time(sec=42, nanosec=0), frame_id="cam_color_optical_frame")
     bad_depth = numpy_to_image(np.zeros((H, W, 3), np.uint8), "bgr8", header)  # not a depth
-    client._pub_info.publish(intrinsics_to_camera_info(INTR, header))
-    client._pub_rgb.publish(numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", header))
-    client._pub_depth.publish(bad_depth)
+    client.publish_messages(
+        numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", header),
+        bad_depth,
+        intrinsics_to_camera_info(INTR, header),
+    )
     assert collector.spin_until(
         lambda: any(s.level == DiagnosticStatus.ERROR for s in _diagnostic_statuses(collector)),
         timeout=15.0,

@@ -279,12 +279,6 @@ def faulty(tmp_path_factory):
         yield node, client, collector, log, {"stamp": 1_700_000_000_000_000_000}
 
 
-def _publish(client, rgb, depth, info) -> None:
-    for pub, msg in ((client._pub_info, info), (client._pub_rgb, rgb), (client._pub_depth, depth)):
-        if msg is not None:
-            pub.publish(msg)
-
-
 def _node_statuses(collector, since: int):
     return [
         s
@@ -316,7 +310,7 @@ def test_fault_is_reported_nothing_wrong_is_published_and_the_next_frame_is_righ
         1 for m in collector.msgs["depth_completed/image"] if _ns(m.header.stamp) == stamp
     )
     diag_start = len(collector.msgs["/diagnostics"])
-    _publish(client, *fault.build(stamp, prev))
+    client.publish_messages(*fault.build(stamp, prev))
 
     if fault.outcome != "rejected":
         (out, *_) = _wait_depth(collector, stamp, count=seen_before + 1)[seen_before:] or [None]
@@ -343,7 +337,7 @@ def test_fault_is_reported_nothing_wrong_is_published_and_the_next_frame_is_righ
     # The next good frame (fresh stamp) is completed exactly like the offline engine does.
     good_stamp = max(fresh, prev) + 66_000_000
     state["stamp"] = good_stamp
-    _publish(client, *_good(good_stamp))
+    client.publish_messages(*_good(good_stamp))
     outs = _wait_depth(collector, good_stamp)
     assert outs, log.read_text()
     np.testing.assert_array_equal(
@@ -363,9 +357,9 @@ def test_pairing_leftover_depth_does_not_steal_the_next_frame(faulty):
     nxt = lost + 33_000_000
     state["stamp"] = nxt
     rgb, depth, info = _good(lost)
-    _publish(client, None, depth, info)  # the colour image of this frame was dropped
+    client.publish_messages(None, depth, info)  # the colour image of this frame was dropped
     client.spin_for(0.05)
-    _publish(client, *_good(nxt))
+    client.publish_messages(*_good(nxt))
     outs = _wait_depth(collector, nxt)
     assert outs, log.read_text()
     np.testing.assert_array_equal(
@@ -391,7 +385,7 @@ def test_errors_are_throttled_per_kind_not_all_together(tmp_path):
         for name in ("fx_nan", "depth_is_colour", "fx_nan"):  # all within ~1 s < 5 s throttle
             stamp += 33_000_000
             fault = next(f for f in FAULTS if f.name == name)
-            _publish(client, *fault.build(stamp, stamp - 33_000_000))
+            client.publish_messages(*fault.build(stamp, stamp - 33_000_000))
             client.spin_for(0.3)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and "bgr8" not in log.read_text():

@@ -347,19 +347,27 @@ def compare_table(
         p: [_cell_text(v, m, digits) for v, m in zip(vals, metrics, strict=True)]
         for p, vals in values.items()
     }
-    bold: list[str | None] = []  # per column: the text of its one best value
-    for j, m in enumerate(metrics):
-        col = [v[j] for v in values.values() if v[j] is not None]
-        hib = higher_is_better(m)
-        best = None if not col or hib is None else _fmt(max(col) if hib else min(col), digits)
-        # Compare formatted text: values equal at the shown precision are a tie.
-        holders = sum(t[j] == best for t in texts.values())
-        bold.append(best if holders == 1 and len(col) > 1 else None)
+    # per column: the pipeline holding its one best value
+    bold = [
+        _unique_best({p: v[j] for p, v in values.items()}, m, digits) for j, m in enumerate(metrics)
+    ]
     lines = [header, rule]
     for p, cells in texts.items():
-        cells = [f"**{c}**" if c == bold[j] else c for j, c in enumerate(cells)]
+        cells = [f"**{c}**" if bold[j] == p else c for j, c in enumerate(cells)]
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _unique_best(values: Mapping[str, float | None], metric: str, digits: int) -> str | None:
+    """The key whose value is best for ``metric`` — None when the metric has no direction,
+    fewer than two values are there, or the best is tied at the shown precision (``digits``)."""
+    shown = {k: _fmt(v, digits) for k, v in values.items() if v is not None}
+    hib = higher_is_better(metric)
+    if len(shown) < 2 or hib is None:
+        return None
+    best = _fmt((max if hib else min)(v for v in values.values() if v is not None), digits)
+    holders = [k for k, text in shown.items() if text == best]
+    return holders[0] if len(holders) == 1 else None
 
 
 def _cell_text(v: float | None, metric: str, digits: int) -> str:
@@ -397,7 +405,6 @@ def repeated_runs_table(
         (name, {p: values[p].get(i, []) for p in pipelines}) for i, name in enumerate(frame_names)
     ]
     body.append((f"all {len(frame_names)}", per_run_mean))
-    better_high = higher_is_better(metric)
     lines = [
         f"| {metric} (mean ± std, {len(runs)} runs) | " + " | ".join(pipelines) + " |",
         "|---|" + "---:|" * len(pipelines),
@@ -407,11 +414,7 @@ def repeated_runs_table(
         texts = {
             p: f"{_fmt(means[p], digits)} ± {_fmt(float(np.std(cells[p])), digits)}" for p in means
         }
-        best = None
-        if len(means) > 1 and better_high is not None:
-            pick = max(means.values()) if better_high else min(means.values())
-            holders = [p for p, m in means.items() if _fmt(m, digits) == _fmt(pick, digits)]
-            best = holders[0] if len(holders) == 1 else None
+        best = _unique_best(means, metric, digits)
         row = [f"**{texts[p]}**" if p == best else texts.get(p, "–") for p in pipelines]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -97,9 +97,20 @@ class ReplayClient:
 
     def publish(self, frame: RGBDFrame) -> None:
         header = Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
-        self._pub_info.publish(intrinsics_to_camera_info(frame.intrinsics, header))
-        self._pub_rgb.publish(numpy_to_image(frame.rgb, "rgb8", header))
-        self._pub_depth.publish(metres_to_depth_image(frame.depth, header, "16UC1"))
+        self.publish_messages(
+            numpy_to_image(frame.rgb, "rgb8", header),
+            metres_to_depth_image(frame.depth, header, "16UC1"),
+            intrinsics_to_camera_info(frame.intrinsics, header),
+        )
+
+    def publish_messages(
+        self, rgb: Image | None, depth: Image | None, info: CameraInfo | None
+    ) -> None:
+        """Publish ready-made input messages as a driver would (camera_info first); None
+        leaves that input out, e.g. a colour image the driver dropped."""
+        for pub, msg in ((self._pub_info, info), (self._pub_rgb, rgb), (self._pub_depth, depth)):
+            if msg is not None:
+                pub.publish(msg)
 
     def _take(self, stamp_ns: int) -> tuple[np.ndarray | None, CompletionStatus | None]:
         msg = self._depth_out.pop(stamp_ns, None)
