@@ -10,6 +10,7 @@ PACKAGE = "depth_perception"
 # One console entry point per node (``ros2 run depth_perception <name>``) plus the CLI.
 NODES = {
     "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node:main",
+    "depth_register_node": "depth_perception.ros.nodes.depth_register_node:main",
     "rgbd_completion_node": "depth_perception.ros.nodes.rgbd_completion_node:main",
 }
 
