@@ -23,7 +23,8 @@ from pathlib import Path
 
 from depth_perception.eval.evaluate import EvalConfig, evaluate
 from depth_perception.eval.pipelines import get_pipeline
-from depth_perception.io.bag import bag_info, read_rgbd_frames, write_sim_bag
+from depth_perception.io.bag import write_sim_bag
+from depth_perception.io.recording import bag_info, read_rgbd_frames
 from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.replay import ReplayClient
 from depth_perception.sim.sequence import SequenceConfig

@@ -2,7 +2,7 @@
 
 depth-perception demo [--out out/demo]                 the main job, end to end over DDS
 depth-perception make-bag OUT [--kind tabletop] ...    a synthetic rosbag2 with ground truth
-depth-perception bag-info BAG                          topics, types, counts, duration
+depth-perception bag-info BAG [--topic ROLE=TOPIC]     roles, rates, frames it gives (or why not)
 depth-perception folder-to-bag DIR OUT                 image-folder captures -> rosbag2
 depth-perception eval-bag BAG --pipeline NAME ...      replay a bag through a pipeline, score it
 depth-perception eval-folder DIR --pipeline NAME ...   hide-and-seek on real captures
@@ -60,6 +60,62 @@ def _output_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: output directory is not writable")
     return path
+
+
+def _add_recording_args(p: argparse.ArgumentParser) -> None:
+    """The options of every verb that reads a recording (one mechanism: ReadOptions)."""
+    p.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="ROLE=TOPIC",
+        help="use TOPIC for ROLE (rgb, depth, rgb_info, depth_info, lidar, radar, extrinsic, "
+        "tf_static, ...); repeatable; default: found by message type and driver layout",
+    )
+    p.add_argument(
+        "--slop",
+        type=float,
+        default=0.02,
+        help="seconds: pair a colour image with the nearest depth image at most this far apart "
+        "(default 0.02)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="calibration YAML (calibration/README.md) with the depth->colour extrinsic, for "
+        "recordings whose depth is not registered and that carry no extrinsic",
+    )
+
+
+def _read_options(args: argparse.Namespace):
+    from depth_perception.io.calibration import load_calibration
+    from depth_perception.io.recording import ReadOptions
+    from depth_perception.io.topics import parse_overrides
+
+    if args.slop < 0:
+        raise _UserError(f"--slop {args.slop}: must be >= 0")
+    try:
+        topics = parse_overrides(args.topic)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+    calibration = load_calibration(_existing(args.calibration)) if args.calibration else None
+    return ReadOptions(topics, int(round(args.slop * 1e9)), calibration)
+
+
+def _existing_recording(path: Path) -> Path:
+    from depth_perception.io.recording import is_recording
+
+    if not is_recording(_existing(path)):
+        raise _UserError(
+            f"{path}: not a recording (a rosbag2 directory with metadata.yaml, a ROS 1 .bag "
+            "file or an .mcap file)"
+        )
+    return path
+
+
+class _UserError(OSError):
+    """A wrong argument found after parsing: one line, exit status 2."""
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -173,9 +229,61 @@ def cmd_make_bag(args: argparse.Namespace) -> None:
 
 
 def cmd_bag_info(args: argparse.Namespace) -> None:
-    from depth_perception.io.bag import bag_info
+    from depth_perception.io.recording import bag_info
 
-    print(json.dumps(bag_info(_existing(args.bag)), indent=2, default=str))
+    options = _read_options(args)
+    info = bag_info(
+        _existing_recording(args.bag), options.topics, options.slop_ns, options.calibration
+    )
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    print(format_bag_info(info))
+
+
+def format_bag_info(info: dict) -> str:
+    """``bag-info``'s report: the roles it resolved, rates, pairing, and why no frames."""
+    from depth_perception.io.topics import ROLES
+
+    lines = [
+        f"recording: {info['path']}  ({info.get('storage') or '?'}, {info['message_count']} "
+        f"messages, {info['duration_ns'] / 1e9:.2f} s)",
+        f"layout:    {info.get('layout', 'unknown')}",
+        "roles:",
+    ]
+    rates = info.get("pairing", {}).get("rates_hz", {})
+    topics, transports = info.get("topics", {}), info.get("transports", {})
+    for role, topic in sorted(info.get("roles", {}).items(), key=lambda r: list(ROLES).index(r[0])):
+        t = topics.get(topic, {})
+        rate = f", {rates[role]:.1f} Hz" if role in rates else ""
+        via = f", {transports[role]}" if role in transports else ""
+        lines.append(
+            f"  {role:13s}{topic}  [{t.get('type', '?')}{via}; {t.get('count', '?')} msgs{rate}]"
+        )
+    if info.get("registration"):
+        lines.append(f"registration: {info['registration']}")
+        lines.append(f"  -> registered into the colour camera with {info.get('extrinsic')}")
+    pairing = info.get("pairing")
+    if pairing:
+        gaps = (
+            f"colour-depth gap max {pairing['max_gap_ms']:g} ms, mean "
+            f"{pairing['mean_gap_ms']:g} ms; "
+            if pairing["pairs"]
+            else ""
+        )
+        lines.append(
+            f"pairing (slop {pairing['slop_ms']:g} ms): {pairing['pairs']} pairs; {gaps}"
+            f"unpaired: {pairing['colour_unpaired']} colour, {pairing['depth_unpaired']} depth"
+        )
+    lines.append(f"frames:    {info.get('frames', 0)}")
+    if info.get("why_no_frames"):
+        lines.append(f"no frames: {info['why_no_frames']}")
+    lines += [f"note:      {n}" for n in info.get("notes", [])]
+    others = sorted(set(topics) - set(info.get("roles", {}).values()))
+    if others:
+        shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+        lines.append(f"unused:    {shown} (--json lists every topic)")
+    return "\n".join(lines)
 
 
 def cmd_folder_to_bag(args: argparse.Namespace) -> None:
@@ -188,10 +296,26 @@ def cmd_folder_to_bag(args: argparse.Namespace) -> None:
 
 def cmd_eval_bag(args: argparse.Namespace) -> int:
     from depth_perception.eval.evaluate import chain_bags, hide_and_seek, with_corruption
-    from depth_perception.io.bag import bag_info
+    from depth_perception.io.bag import BagOpenError, BagReadError
+    from depth_perception.io.recording import bag_info
+
+    options = _read_options(args)
+    bags = [_existing_recording(b) for b in args.bag]
+    total: int | None = 0
+    for bag in bags:
+        try:
+            info = bag_info(bag, options.topics, options.slop_ns, options.calibration)
+        except BagOpenError:
+            raise
+        except BagReadError:  # a corrupt record: the run scores the frames before it
+            total = None
+            continue
+        if not info["frames"]:
+            raise _UserError(f"{bag}: no synchronized RGB-D frames: {info['why_no_frames']}")
+        total = None if total is None else total + info["frames"]
 
     def frames():
-        stream = chain_bags(args.bag)
+        stream = chain_bags(bags, options)
         if args.hide_and_seek:
             return hide_and_seek(stream, seed=args.seed)
         if args.corrupt:
@@ -202,7 +326,6 @@ def cmd_eval_bag(args: argparse.Namespace) -> int:
     title = f"Replay of {names}"
     if args.corrupt:
         title += f" (corruption: {args.corrupt})"
-    total = sum(bag_info(_existing(b)).get("frames", 0) for b in args.bag)
     return _run_eval(frames, total, args, title, hidden=args.hide_and_seek)
 
 
@@ -248,7 +371,7 @@ def cmd_complete(args: argparse.Namespace) -> None:
 
     pipeline = get_pipeline(args.pipeline, args.checkpoint)
     # Inputs first (a pipeline the captures cannot feed is refused before a model loads).
-    items = pipeline_items(pipeline, frames_from(_existing(args.input)))
+    items = pipeline_items(pipeline, frames_from(_existing(args.input), _read_options(args)))
     engine = pipeline.make_engine()
     written = complete_files(engine, items, _output_dir(args.out))
     print(f"{len(written)} frames completed with {engine.model_id} -> {args.out}")
@@ -291,8 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-radar", action="store_true", help="leave out /radar/points")
     p.set_defaults(func=cmd_make_bag)
 
-    p = sub.add_parser("bag-info", help="topics, types, message counts, duration")
-    p.add_argument("bag", type=Path)
+    p = sub.add_parser(
+        "bag-info", help="roles found, rates, synchronized frames (and why none), topics"
+    )
+    p.add_argument("bag", type=Path, help="rosbag2 directory, ROS 1 .bag or .mcap file")
+    _add_recording_args(p)
+    p.add_argument("--json", action="store_true", help="everything as JSON, every topic")
     p.set_defaults(func=cmd_bag_info)
 
     p = sub.add_parser("folder-to-bag", help="image-folder captures (rgb, raw_depth) -> rosbag2")
@@ -302,8 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_folder_to_bag)
 
     p = sub.add_parser("eval-bag", help="replay bags through pipelines and score them")
-    p.add_argument("bag", type=Path, nargs="+", help="one or more rosbag2 directories")
+    p.add_argument(
+        "bag", type=Path, nargs="+", help="recordings: rosbag2 directories, .bag or .mcap files"
+    )
     _add_eval_args(p)
+    _add_recording_args(p)
     p.add_argument(
         "--hide-and-seek",
         action="store_true",
@@ -330,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_folder)
 
     p = sub.add_parser("complete", help="complete depth of image captures or a bag into files")
-    p.add_argument("input", type=Path, help="rosbag2 dir, a capture dir, or a folder of them")
+    p.add_argument(
+        "input",
+        type=Path,
+        help="a recording (rosbag2 dir, .bag, .mcap), a capture dir, or a folder of captures",
+    )
+    _add_recording_args(p)
     p.add_argument("--pipeline", choices=sorted(PIPELINES), default="lingbot_aligned")
     p.add_argument("--checkpoint", default=None, help="learned pipelines: the model to load")
     p.add_argument("--out", type=Path, default=Path("out/complete"))
@@ -350,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (OSError, MissingInputError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        from depth_perception.io.recording import RecordingError
+
+        if not isinstance(exc, RecordingError):
+            raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 

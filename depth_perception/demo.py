@@ -23,12 +23,9 @@ from depth_perception.eval.evaluate import (
 )
 from depth_perception.eval.pipelines import BASELINES, LEARNED, PROMPT_BASELINES
 from depth_perception.eval.report import compare_table
-from depth_perception.io.bag import (
-    bag_info,
-    write_frames_bag,
-    write_sim_bag,
-)
+from depth_perception.io.bag import write_frames_bag, write_sim_bag
 from depth_perception.io.image_folder import find_real_captures, read_image_folder
+from depth_perception.io.recording import bag_info
 from depth_perception.paths import default_model_path
 from depth_perception.sim.sequence import SequenceConfig
 

@@ -25,11 +25,8 @@ from depth_perception.io.bag import (
     BAG_VERSION,
     BagReadError,
     BagTopics,
-    bag_info,
     bag_typestore,
     canonical_cdr,
-    read_rgbd_frames,
-    read_tf_static,
     targets_to_msg,
     verify_mcap_chunks,
     verify_mcap_data_section,
@@ -39,6 +36,7 @@ from depth_perception.io.bag import (
 )
 from depth_perception.io.calibration import Calibration, load_calibration
 from depth_perception.io.frames import RGBDFrame, Target
+from depth_perception.io.recording import bag_info, read_rgbd_frames, read_tf_static
 from depth_perception.ros.conversions import (
     depth_image_to_metres,
     intrinsics_to_camera_info,
@@ -348,10 +346,12 @@ def test_write_frames_bag_custom_namespace(tmp_path):
     frames = [_frame(5_000_000_000 + i * 100_000_000, 1.0 + i) for i in range(3)]
     write_frames_bag(tmp_path / "b", frames, topics=topics, storage="mcap", depth_encoding="32FC1")
     assert not (tmp_path / "b" / "calibration.yaml").exists()
-    with pytest.raises(ValueError, match="need colour, depth"):
-        next(read_rgbd_frames(tmp_path / "b"))  # default topics are not in this bag
-    back = list(read_rgbd_frames(tmp_path / "b", topics=topics))
-    assert [f.stamp_ns for f in back] == [f.stamp_ns for f in frames]
+    # Found by role without naming a topic, and the same when the topics are named.
+    back = list(read_rgbd_frames(tmp_path / "b"))
+    named = list(
+        read_rgbd_frames(tmp_path / "b", topics={"rgb": topics.rgb, "depth": topics.depth})
+    )
+    assert [f.stamp_ns for f in back] == [f.stamp_ns for f in named] == [f.stamp_ns for f in frames]
     for a, b in zip(frames, back, strict=True):
         np.testing.assert_array_equal(b.depth, a.depth)
         np.testing.assert_array_equal(b.rgb, a.rgb)
@@ -466,5 +466,5 @@ def test_unreadable_bags(tmp_path):
         bag_info(tmp_path / "nothing")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "metadata.yaml").write_text("\x00 not: [yaml")
-    with pytest.raises(BagReadError, match=rf"{tmp_path / 'junk'}: not a readable rosbag2"):
+    with pytest.raises(BagReadError, match=rf"{tmp_path / 'junk'}: not a readable rosbag"):
         list(read_rgbd_frames(tmp_path / "junk"))

@@ -158,7 +158,7 @@ def test_user_errors_are_one_line_and_exit_2(case, sqlite_bag, tmp_path, capsys)
     if "missing" in case:
         assert "nope" in line
     if case == "corrupt bag":
-        assert f"{junk}: not a readable rosbag2" in line
+        assert f"{junk}: not a readable rosbag" in line
 
 
 def test_failed_image_writes_raise_naming_the_path(sqlite_bag, tmp_path):

@@ -16,7 +16,8 @@ from depth_perception.eval.evaluate import (
     hide_and_seek,
     with_lidar_prompt,
 )
-from depth_perception.io.bag import bag_calibration, bag_info, read_rgbd_frames, write_sim_bag
+from depth_perception.io.bag import write_sim_bag
+from depth_perception.io.recording import bag_calibration, bag_info, read_rgbd_frames
 from depth_perception.sim.sequence import SequenceConfig
 
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from depth_perception.io.bag import read_rgbd_frames, write_frames_bag
+from depth_perception.io.bag import write_frames_bag
 from depth_perception.io.image_folder import (
     REAL_RGBD_ENV,
     capture_dirs,
@@ -14,6 +14,7 @@ from depth_perception.io.image_folder import (
     read_capture,
     read_image_folder,
 )
+from depth_perception.io.recording import read_rgbd_frames
 
 REAL = find_real_captures()
 needs_real = pytest.mark.skipif(REAL is None, reason="shared real RGB-D captures not found")

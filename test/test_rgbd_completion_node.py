@@ -8,7 +8,8 @@ from node_harness import by_stamp, running_node
 
 from depth_perception.core.fusion import align_to_measured
 from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
-from depth_perception.io.bag import read_rgbd_frames, write_sim_bag
+from depth_perception.io.bag import write_sim_bag
+from depth_perception.io.recording import read_rgbd_frames
 from depth_perception.models.checkpoints import save_checkpoint
 from depth_perception.models.lingbot import build_preset
 from depth_perception.ros.conversions import depth_image_to_metres, image_to_numpy

@@ -1,13 +1,19 @@
-"""Turn rosbag2 recordings into tar shards for training.
+"""Turn recordings (rosbag2, ROS 1 bags, MCAP files) into tar shards for training.
 
 Usage::
 
     python -m training.extract BAG_OR_DIR [BAG_OR_DIR ...] --out DIR
-        [--shard-size N] [--workers K] [--bag-group i/n] [--topics-ns /camera] [--lidar]
-        [--gt-topic TOPIC] [--stride S] [--rgb-format png|jpg] [--force] [--merge-only]
+        [--shard-size N] [--workers K] [--bag-group i/n] [--topic ROLE=TOPIC ...] [--slop S]
+        [--calibration YAML] [--lidar] [--gt-topic TOPIC] [--stride S] [--rgb-format png|jpg]
+        [--force] [--merge-only]
 
-Every directory holding a ``metadata.yaml`` under the inputs is a bag (sqlite3 or MCAP). Each
-bag's synchronized frames (:func:`depth_perception.io.bag.read_rgbd_frames`) become samples in
+Recordings under the inputs: directories holding a ``metadata.yaml`` (rosbag2, sqlite3 or
+MCAP), ROS 1 ``.bag`` files and ``.mcap`` files. Topics are found by role as every verb of
+``depth-perception`` finds them (:mod:`depth_perception.io.topics`: colour, depth registered
+or not, camera_infos, LiDAR; ``--topic`` overrides), depth that is not registered to the colour
+camera is registered into it, and colour / depth pair by nearest stamp within ``--slop``.
+Each recording's synchronized frames (:func:`depth_perception.io.recording.read_rgbd_frames`)
+become samples in
 ``DIR/{bag}-{k:06d}.tar`` (see :mod:`training.shards` for the members); ``{bag}`` is the bag's
 path below its input with ``/`` -> ``__``. A sample is flagged ``self_supervised`` when its
 frame has no ground truth: training then uses the raw sensor depth as the target on its valid
@@ -57,8 +63,18 @@ from tqdm import tqdm
 
 from depth_perception.core.depth import sanitize_depth
 from depth_perception.core.prompts import transform_points
-from depth_perception.io.bag import BagTopics, bag_calibration, bag_info, read_rgbd_frames
+from depth_perception.io.calibration import load_calibration
 from depth_perception.io.frames import RGBDFrame
+from depth_perception.io.recording import (
+    RECORDING_FILE_SUFFIXES,
+    PairingStats,
+    ReadOptions,
+    bag_calibration,
+    is_recording,
+    plan_recording,
+    read_rgbd_frames,
+)
+from depth_perception.io.topics import parse_overrides
 from training.shards import (
     INDEX_SUFFIX,
     ShardWriter,
@@ -78,7 +94,7 @@ class ExtractConfig:
 
     out: Path
     shard_size: int = 256
-    topics: BagTopics = field(default_factory=BagTopics)
+    read: ReadOptions = field(default_factory=ReadOptions)  # role overrides, slop, calibration
     lidar: bool = False  # also store LiDAR points (camera optical frame) as {key}.lidar.npy
     stride: int = 1  # keep every stride-th frame (robot bags at 30 fps are very redundant)
     rgb_format: str = "png"  # "png" (lossless) or "jpg"
@@ -102,12 +118,9 @@ class ExtractReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def is_bag(path: Path) -> bool:
-    return (Path(path) / "metadata.yaml").is_file()
-
-
 def find_bags(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
-    """(bag directory, bag id) of every rosbag2 directory under ``inputs``, sorted by id.
+    """(recording, id) of every recording under ``inputs`` (rosbag2 directories, ROS 1 ``.bag``
+    and ``.mcap`` files; :func:`~depth_perception.io.recording.is_recording`), sorted by id.
 
     The id is the bag's path relative to its input (the bag's own name when the input is the
     bag), ``/`` -> ``__``, other characters outside ``[A-Za-z0-9_-]`` -> ``_``. Ids that still
@@ -122,17 +135,25 @@ def find_bags(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
             found.append((bag, rel))
 
     for root in map(Path, inputs):
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: not a directory")
-        if is_bag(root):
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or directory")
+        if is_recording(root):
             add(root, root.resolve().name)
             continue
-        for dirpath, dirnames, _ in os.walk(root):
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{root}: not a recording (a rosbag2 directory, a ROS 1 .bag or an .mcap file)"
+            )
+        for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             here = Path(dirpath)
-            if here != root and is_bag(here):
+            if here != root and is_recording(here):
                 add(here, here.relative_to(root).as_posix())
-                dirnames.clear()  # a bag's subdirectories are not bags
+                dirnames.clear()  # a bag's subdirectories and files are not bags
+                continue
+            for name in sorted(filenames):
+                if Path(name).suffix.lower() in RECORDING_FILE_SUFFIXES:
+                    add(here / name, (here / name).relative_to(root).as_posix())
     ids = [re.sub(r"[^A-Za-z0-9_-]", "_", rel.replace("/", "__")) for _, rel in found]
     out = []
     for (path, _), bag_id in zip(found, ids, strict=True):
@@ -191,21 +212,25 @@ def frame_to_sample(
     index: int,
     cfg: ExtractConfig,
     optical_T_lidar: np.ndarray | None = None,
+    roles: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
-    """(key, members) of one frame; LiDAR only when ``optical_T_lidar`` is given."""
+    """(key, members) of one frame; LiDAR only when ``optical_T_lidar`` is given; ``roles``
+    (role -> topic, as resolved) are recorded in the sample's metadata."""
     key = f"{bag_id}_{index:07d}"
-    t = cfg.topics
+    t = roles or {}
     gt = None if frame.gt_depth is None else sanitize_depth(frame.gt_depth)
-    topics = {"rgb": t.rgb, "depth": t.depth, "camera_info": t.rgb_info}
+    topics = {"rgb": t.get("rgb"), "depth": t.get("depth"), "camera_info": t.get("rgb_info")}
+    if frame.extra.get("registered"):
+        topics["depth_registered_by"] = "depth_perception.core.registration.register_depth"
     lidar = None
     if optical_T_lidar is not None and frame.extra.get("lidar") is not None:
         cloud = frame.extra["lidar"]
         xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1).astype(np.float32)
         xyz = transform_points(xyz[np.isfinite(xyz).all(axis=1)], optical_T_lidar)
         lidar = xyz.astype(np.float32)
-        topics["lidar"] = t.lidar
+        topics["lidar"] = t.get("lidar")
     if gt is not None:
-        topics["gt_depth"] = t.gt_depth
+        topics["gt_depth"] = t.get("gt_depth")
     meta = {
         "key": key,
         "bag": bag_id,
@@ -236,10 +261,14 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
     out = Path(cfg.out)
     for stale in _bag_files(out, bag_id):  # a crashed earlier attempt
         stale.unlink()
+    read = cfg.read
+    plan = plan_recording(bag, read.topics, read.calibration)
+    roles = dict(plan.roles.topics)
     total = None
     if cfg.progress:
-        total = bag_info(bag)["topics"].get(cfg.topics.depth, {}).get("count")
+        total = plan.message_counts.get(roles["rgb"])  # one frame per colour image at most
     transforms: dict = {}
+    stats = PairingStats()
     n = 0
     bar = tqdm(
         total=total,
@@ -250,23 +279,26 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
         disable=not cfg.progress,
     )
     with bar, ShardWriter(out, bag_id, cfg.shard_size) as writer:
-        for index, frame in enumerate(read_rgbd_frames(bag, topics=cfg.topics)):
+        frames = read_rgbd_frames(bag, slop_ns=read.slop_ns, stats=stats, plan=plan)
+        for index, frame in enumerate(frames):
             bar.update()
             if index % cfg.stride:
                 continue
             T = None
             if cfg.lidar and frame.extra.get("lidar") is not None:
                 T = _lidar_transform(bag, frame.frame_id, frame.extra["lidar_frame_id"], transforms)
-            key, members = frame_to_sample(frame, bag_id, index, cfg, T)
+            key, members = frame_to_sample(frame, bag_id, index, cfg, T, roles)
             writer.write(key, members, frame.stamp_ns)
             n += 1
     if n == 0:
-        raise ValueError(f"{bag}: no synchronized RGB-D frames on {cfg.topics.as_dict()}")
+        raise ValueError(f"{bag}: no synchronized RGB-D frames: {stats.why_none()}")
     record = {
         "bag": bag_id,
         "source": str(bag.resolve()),
         "frames": n,
-        "topics": cfg.topics.as_dict(),
+        "topics": roles,
+        "pairing": stats.summary(),
+        "registration": plan.registration,
         "shards": [json.loads(r.to_json()) for r in writer.records],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -361,12 +393,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Slurm: one array task per bag group, e.g. --bag-group $SLURM_ARRAY_TASK_ID/64, "
         "then one final run with --merge-only.",
     )
-    parser.add_argument("inputs", nargs="*", help="bag directories or directories containing bags")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        help="recordings (rosbag2 directories, ROS 1 .bag, .mcap files) or directories of them",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--shard-size", type=int, default=256, help="samples per shard")
     parser.add_argument("--workers", type=int, default=1, help="bags processed in parallel")
     parser.add_argument("--bag-group", default=None, help="i/n: only bags i, i+n, ... (Slurm)")
-    parser.add_argument("--topics-ns", default="/camera", help="camera topic namespace")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="ROLE=TOPIC",
+        help="use TOPIC for ROLE (rgb, depth, rgb_info, depth_info, lidar, ...); repeatable; "
+        "default: found by message type and driver layout (depth-perception bag-info shows it)",
+    )
+    parser.add_argument(
+        "--slop", type=float, default=0.02, help="seconds between paired colour and depth"
+    )
+    parser.add_argument(
+        "--calibration", type=Path, default=None, help="YAML with the depth->colour extrinsic"
+    )
     parser.add_argument("--gt-topic", default=None, help="ground-truth / pseudo-label topic")
     parser.add_argument("--lidar", action="store_true", help="store LiDAR points per sample")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th frame")
@@ -386,13 +435,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give at least one bag or directory (or --merge-only)")
     if args.shard_size < 1 or args.stride < 1:
         parser.error("--shard-size and --stride must be >= 1")
-    topics = BagTopics.under(args.topics_ns)
+    try:
+        topics = parse_overrides(args.topic)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.gt_topic:
-        topics.gt_depth = args.gt_topic
+        topics["gt_depth"] = args.gt_topic
+    if args.slop < 0:
+        parser.error("--slop must be >= 0")
+    calibration = load_calibration(args.calibration) if args.calibration else None
     cfg = ExtractConfig(
         out=args.out,
         shard_size=args.shard_size,
-        topics=topics,
+        read=ReadOptions(topics, int(round(args.slop * 1e9)), calibration),
         lidar=args.lidar,
         stride=args.stride,
         rgb_format=args.rgb_format,
@@ -400,7 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     group = parse_group(args.bag_group) if args.bag_group else None
-    report = extract(args.inputs, cfg, workers=args.workers, bag_group=group, force=args.force)
+    try:
+        report = extract(args.inputs, cfg, workers=args.workers, bag_group=group, force=args.force)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 2
+    if not (report.done or report.skipped or report.failed):
+        log.error("no recordings found under %s: nothing extracted", ", ".join(args.inputs))
+        return 1
     log.info(
         "%d bag(s) extracted (%d frames), %d skipped as finished, %d failed; manifest %s",
         len(report.done),

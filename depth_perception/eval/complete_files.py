@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -27,22 +28,29 @@ from depth_perception.eval.evaluate import chain_bags, pipeline_frames
 from depth_perception.eval.pipelines import Pipeline
 from depth_perception.io.frames import RGBDFrame
 
+if TYPE_CHECKING:
+    from depth_perception.io.recording import ReadOptions
 
-def frames_from(path: str | Path) -> Iterator[tuple[str, RGBDFrame]]:
-    """(name, frame) of a rosbag2 directory, a folder of captures, or one capture directory."""
+
+def frames_from(
+    path: str | Path, options: ReadOptions | None = None
+) -> Iterator[tuple[str, RGBDFrame]]:
+    """(name, frame) of a recording (rosbag2 directory, ROS 1 .bag, .mcap), a folder of
+    captures, or one capture directory; ``options`` say how to read a recording."""
     from depth_perception.io.image_folder import capture_dirs, is_capture_dir, read_capture
+    from depth_perception.io.recording import is_recording
 
     path = Path(path)
-    if (path / "metadata.yaml").is_file():
+    if is_recording(path):
         # As eval-bag reads bags: each frame carries the bag's calibration (LiDAR extrinsic).
-        for i, frame in enumerate(chain_bags([path])):
+        for i, frame in enumerate(chain_bags([path], options)):
             yield f"{i:06d}", frame
     elif is_capture_dir(path):
         yield path.name, read_capture(path)
     else:
         dirs = capture_dirs(path)
         if not dirs:
-            raise FileNotFoundError(f"{path}: neither a rosbag2 directory nor image captures")
+            raise FileNotFoundError(f"{path}: neither a recording nor image captures")
         for d in dirs:
             yield d.name, read_capture(d)
 

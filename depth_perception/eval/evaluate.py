@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -35,6 +36,9 @@ from depth_perception.eval.pipelines import (
 from depth_perception.eval.report import FrameResult, ReportWriter, Summary
 from depth_perception.io.calibration import Calibration
 from depth_perception.io.frames import RGBDFrame
+
+if TYPE_CHECKING:  # the recording reader imports rclpy: only when a bag is read
+    from depth_perception.io.recording import ReadOptions
 
 # The columns a completion report leads with (summary.json has every metric).
 HEADLINE_METRICS = (
@@ -162,16 +166,30 @@ def with_corruption(frames: Iterable[RGBDFrame], level: str, seed: int = 0) -> I
         yield replace(frame, depth=corrupt_depth(frame.gt_depth, level, rng))
 
 
-def chain_bags(bags: Iterable[str | Path]) -> Iterator[RGBDFrame]:
-    """Frames of several bags in a row, each carrying its bag's calibration; stamps shifted so
-    they keep increasing across bags (recordings often all start at the same time)."""
-    from depth_perception.io.bag import bag_calibration, read_rgbd_frames
+def chain_bags(
+    bags: Iterable[str | Path], options: ReadOptions | None = None
+) -> Iterator[RGBDFrame]:
+    """Frames of several recordings in a row, each carrying its calibration (``options``'
+    calibration, else the bag's own); stamps shifted so they keep increasing across bags
+    (recordings often all start at the same time). A recording that yields no frame is a
+    :class:`~depth_perception.io.recording.RecordingError` saying why."""
+    from depth_perception.io.recording import (
+        PairingStats,
+        ReadOptions,
+        RecordingError,
+        bag_calibration,
+        read_rgbd_frames,
+    )
 
+    options = options or ReadOptions()
     offset = last = 0
     for bag in bags:
-        calibration = bag_calibration(bag)
+        calibration = options.calibration or bag_calibration(bag)
         first = None
-        for frame in read_rgbd_frames(bag):
+        stats = PairingStats()
+        for frame in read_rgbd_frames(
+            bag, options.topics, options.slop_ns, calibration=calibration, stats=stats
+        ):
             if first is None:
                 first = frame.stamp_ns
                 offset = max(0, last + 100_000_000 - first)  # 0.1 s after the previous bag
@@ -179,6 +197,8 @@ def chain_bags(bags: Iterable[str | Path]) -> Iterator[RGBDFrame]:
             frame = replace(frame, stamp_ns=frame.stamp_ns + offset)
             last = frame.stamp_ns
             yield frame
+        if first is None:
+            raise RecordingError(f"{bag}: no synchronized RGB-D frames: {stats.why_none()}")
 
 
 def pipeline_frames(

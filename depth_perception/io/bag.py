@@ -43,14 +43,12 @@ import logging
 import struct
 import sys
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import yaml
 from builtin_interfaces.msg import Time
 from depth_perception_msgs.msg import TargetPrompt, TargetPromptArray
 from rclpy.serialization import serialize_message
@@ -70,24 +68,17 @@ from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from depth_perception.core.camera import Intrinsics
 from depth_perception.io.calibration import (
     Calibration,
     Extrinsic,
-    load_calibration,
     save_calibration,
 )
 from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.ros.conversions import (
     array_to_pointcloud2,
-    camera_info_to_intrinsics,
-    depth_image_to_metres,
-    image_to_numpy,
-    image_to_rgb,
     intrinsics_to_camera_info,
     metres_to_depth_image,
     numpy_to_image,
-    pointcloud2_to_array,
 )
 
 if TYPE_CHECKING:
@@ -462,6 +453,10 @@ class BagReadError(OSError):
     """
 
 
+class BagOpenError(BagReadError):
+    """A bag that cannot be opened at all (as opposed to a bad record inside it)."""
+
+
 @dataclass(frozen=True)
 class _McapChunk:
     offset: int  # of the chunk record in the file
@@ -619,11 +614,6 @@ def verify_mcap_data_section(file: str | Path) -> None:
 # Reading
 # ---------------------------------------------------------------------------------------------
 
-# Roles whose matched message is used up (one partner per colour image); the others (camera
-# info, slower LiDAR / radar) may serve several colour images.
-_CONSUMED = ("depth", "gt_depth", "gt_instances", "targets")
-_AUX = ("lidar", "radar")
-
 
 @contextlib.contextmanager
 def _open_reader(path: Path) -> Iterator[AnyReader]:
@@ -640,7 +630,7 @@ def _open_reader(path: Path) -> Iterator[AnyReader]:
     except BagReadError:
         raise
     except Exception as exc:  # rosbags' errors, sqlite3, struct, yaml: the bag is unreadable
-        raise BagReadError(f"{path}: not a readable rosbag2 ({exc})") from exc
+        raise BagOpenError(f"{path}: not a readable rosbag ({exc})") from exc
     try:
         yield reader
     finally:
@@ -676,211 +666,15 @@ def _deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
     return bag_typestore().deserialize_cdr(raw, msgtype)
 
 
-def _nearest(buffer: list[tuple[int, Any]], t: int, slop_ns: int) -> int | None:
-    """Index of the entry nearest to stamp ``t`` within ``slop_ns`` (earlier wins ties)."""
-    best, best_dt = None, slop_ns + 1
-    for i, (stamp, _) in enumerate(buffer):
-        dt = abs(stamp - t)
-        if dt < best_dt:
-            best, best_dt = i, dt
-    return best
-
-
-def _decode_frame(
-    t: int, rgb_msg: Any, parts: dict[str, tuple[int, Any]], extra_base: dict
-) -> RGBDFrame:
-    rgb = image_to_rgb(rgb_msg)
-    info = parts.get("rgb_info") or parts.get("depth_info")
-    intr: Intrinsics = camera_info_to_intrinsics(info[1])
-    if not intr.frame_id:
-        intr = Intrinsics.from_K(
-            intr.K, intr.width, intr.height, intr.D, intr.distortion_model, rgb_msg.header.frame_id
-        )
-    depth = depth_image_to_metres(parts["depth"][1])
-    if depth.shape != rgb.shape[:2] or (intr.height, intr.width) != rgb.shape[:2]:
-        raise ValueError(
-            f"frame {t}: colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth.shape[1]}x"
-            f"{depth.shape[0]}, camera_info {intr.width}x{intr.height}: the depth must be "
-            "registered to the colour image (use the depth_registered topics)"
-        )
-    extra = dict(extra_base)
-    extra["stamps"] = {role: stamp for role, (stamp, _) in parts.items()}
-    gt_depth = instance = None
-    if "gt_depth" in parts:
-        gt_depth = depth_image_to_metres(parts["gt_depth"][1])
-    if "gt_instances" in parts:
-        instance = np.asarray(image_to_numpy(parts["gt_instances"][1]), dtype=np.int32)
-    if "targets" in parts:
-        extra["targets"] = targets_from_msg(parts["targets"][1])
-    for kind in _AUX:
-        if kind in parts:
-            msg = parts[kind][1]
-            extra[kind] = np.array(pointcloud2_to_array(msg).reshape(-1))  # own the memory
-            extra[f"{kind}_frame_id"] = str(msg.header.frame_id)
-    return RGBDFrame(t, rgb, depth, intr, gt_depth=gt_depth, instance=instance, extra=extra)
-
-
-def read_rgbd_frames(
-    path: str | Path,
-    topics: BagTopics | None = None,
-    slop_ns: int = 20_000_000,
-    aux_slop_ns: int = 100_000_000,
-    wait_ns: int = 1_000_000_000,
-) -> Iterator[RGBDFrame]:
-    """Synchronized frames from a bag (sqlite3 or MCAP), one per colour image that has depth.
-
-    Every colour image is paired, by header stamp, with the nearest depth image, camera_info,
-    ground truth and targets within ``slop_ns`` (exact stamps, as the simulator writes, pair
-    at distance 0) and with the nearest LiDAR / radar cloud within ``aux_slop_ns``. Colour
-    images with no depth partner are skipped. Camera info comes from the colour topic, else
-    from the depth topic. A colour image waits for partners until each other topic has a stamp
-    at or past it, or until the bag clock is ``wait_ns`` beyond it (sparse topics), or the bag
-    ends. ``extra`` holds ``targets``, ``lidar`` / ``radar`` (+ ``*_frame_id``) and ``stamps``
-    (the stamp each part came from).
-    """
-    topics = topics or BagTopics()
-    role_of = {topic: role for role, topic in topics.as_dict().items() if role != "tf_static"}
-    with _open_reader(Path(path)) as reader:
-        conns = [c for c in reader.connections if c.topic in role_of]
-        present = {role_of[c.topic] for c in conns}
-        missing = [r for r in ("rgb", "depth") if r not in present]
-        if missing or not present & {"rgb_info", "depth_info"}:
-            available = sorted(f"{c.topic} [{c.msgtype}]" for c in reader.connections)
-            raise ValueError(
-                f"{path}: need colour, depth and a camera_info topic; missing "
-                f"{missing or ['camera_info']} among {available}"
-            )
-        others = sorted(present - {"rgb"})
-        buffers: dict[str, list[tuple[int, Any]]] = {r: [] for r in others}
-        latest: dict[str, int] = {}
-        anchors: deque[tuple[int, int, Any]] = deque()  # (stamp, bag time, rgb msg)
-        extra_base = {"bag": str(path)}
-        skipped = 0
-
-        def slop(role: str) -> int:
-            return aux_slop_ns if role in _AUX else slop_ns
-
-        def emit() -> RGBDFrame | None:
-            nonlocal skipped
-            t, _, rgb_msg = anchors.popleft()
-            parts: dict[str, tuple[int, Any]] = {}
-            for role in others:
-                buf = buffers[role]
-                i = _nearest(buf, t, slop(role))
-                if i is not None:
-                    parts[role] = buf.pop(i) if role in _CONSUMED else buf[i]
-                # Nothing older than t - slop can partner a later colour image.
-                buffers[role] = [e for e in buf if e[0] >= t - slop(role)]
-            if "depth" not in parts or not parts.keys() & {"rgb_info", "depth_info"}:
-                skipped += 1
-                return None
-            what = f"the frame at stamp {t}"
-            return _decoded(path, what, _decode_frame, t, rgb_msg, parts, extra_base)
-
-        for conn, bag_ns, raw in _messages(reader, path, conns):
-            role = role_of[conn.topic]
-            what = f"the {conn.topic} message at bag time {bag_ns}"
-            msg = _decoded(path, what, _deserialize, reader, raw, conn.msgtype)
-            stamp = _stamp_ns(msg.header)
-            if role == "rgb":
-                anchors.append((stamp, bag_ns, msg))
-            else:
-                buffers[role].append((stamp, msg))
-                latest[role] = max(latest.get(role, stamp), stamp)
-            while anchors:
-                t, t_bag, _ = anchors[0]
-                ready = all(latest.get(r, t - 1) >= t for r in others)
-                if not (ready or bag_ns - t_bag > wait_ns):
-                    break
-                frame = emit()
-                if frame is not None:
-                    yield frame
-        while anchors:
-            frame = emit()
-            if frame is not None:
-                yield frame
-        if skipped:
-            log.warning("%s: %d colour image(s) had no depth/camera_info partner", path, skipped)
-    # Read to the end: the data-section CRC also covers the records between chunks.
-    for file in _mcap_files(Path(path)):
-        verify_mcap_data_section(file)
-
-
-def read_tf_static(path: str | Path, topic: str = "/tf_static") -> list[Extrinsic]:
-    """Every transform on ``topic`` as extrinsics (last one wins per child frame)."""
-    by_child: dict[str, Extrinsic] = {}
-    with _open_reader(Path(path)) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:  # rosbags reads *every* connection when given none
-            return []
-        for conn, bag_ns, raw in _messages(reader, Path(path), conns):
-            what = f"the {topic} message at bag time {bag_ns}"
-            msg = _decoded(path, what, _deserialize, reader, raw, conn.msgtype)
-            for tf in msg.transforms:
-                tr, q = tf.transform.translation, tf.transform.rotation
-                by_child[tf.child_frame_id] = Extrinsic(
-                    tf.header.frame_id, tf.child_frame_id, (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)
-                )
-    return list(by_child.values())
-
-
-def bag_calibration(path: str | Path) -> Calibration | None:
-    """The recording's calibration: ``calibration.yaml`` in the bag directory, else /tf_static
-    (extrinsics only); None when the bag has neither."""
-    path = Path(path)
-    if (path / CALIBRATION_FILE).is_file():
-        return load_calibration(path / CALIBRATION_FILE)
-    extrinsics = read_tf_static(path)
-    return Calibration(cameras={}, extrinsics=extrinsics) if extrinsics else None
-
-
-def bag_info(path: str | Path) -> dict:
-    """Summary of a bag: storage, version, time span and per-topic type / count / definition.
-
-    ``start_ns`` / ``end_ns`` are the bag times of the first and last message.
-    """
-    path = Path(path)
-    meta = {}
-    if (path / "metadata.yaml").is_file():
-        meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    with _open_reader(path) as reader:
-        topics = {
-            name: {
-                "type": info.msgtype,
-                "count": int(info.msgcount),
-                "has_definition": bool(info.msgdef.data),
-            }
-            for name, info in sorted(reader.topics.items())
-        }
-        count = int(reader.message_count)
-        # rosbags' end_time is exclusive (last stamp + 1); report the last message's stamp.
-        start, end = (int(reader.start_time), int(reader.end_time) - 1) if count else (0, 0)
-        return {
-            "path": str(path),
-            "storage": meta.get("storage_identifier"),
-            "version": meta.get("version"),
-            "start_ns": start,
-            "end_ns": end,
-            "duration_ns": end - start,
-            "message_count": count,
-            # RGB-D frames, counted on the default depth topic
-            "frames": topics.get(BagTopics.depth, {}).get("count", 0),
-            "topics": topics,
-        }
-
-
 __all__ = [
     "BAG_VERSION",
     "CALIBRATION_FILE",
+    "BagOpenError",
     "BagReadError",
     "BagSummary",
     "BagTopics",
-    "bag_calibration",
-    "bag_info",
     "bag_typestore",
     "canonical_cdr",
-    "read_rgbd_frames",
-    "read_tf_static",
     "seal_mcap_crcs",
     "targets_from_msg",
     "targets_to_msg",
