@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import array
 import struct
+from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
 import pytest
@@ -14,12 +16,14 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from depth_perception.core.camera import Intrinsics
+from depth_perception.core.depth import depth_from_mm, depth_to_mm
 from depth_perception.ros import conversions as conv
 from depth_perception.ros.cv_bridge_compat import CvBridge, CvBridgeError, numpy_to_uint8_array
 
 BRIDGE = CvBridge()
 RNG = np.random.default_rng(7)
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+ROS1 = get_typestore(Stores.ROS1_NOETIC)
 
 
 def roundtrip(msg):
@@ -30,6 +34,28 @@ def roundtrip(msg):
 def as_rosbags(msg, typename: str):
     """The same CDR bytes decoded by rosbags (numpy array fields, different classes)."""
     return TYPESTORE.deserialize_cdr(serialize_message(msg), typename)
+
+
+def ros1_header(h=None):
+    """A ROS 1 std_msgs/Header (with seq) in rosbags' ROS 1 types."""
+    types = ROS1.types
+    sec, nanosec = (h.stamp.sec, h.stamp.nanosec) if h is not None else (0, 0)
+    return types["std_msgs/msg/Header"](
+        seq=7,
+        stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+        frame_id=h.frame_id if h is not None else "",
+    )
+
+
+def as_ros1_compressed(msg):
+    """A CompressedImage as a ROS 1 bag holds it, read back by rosbags (ROS 1 serialization)."""
+    typename = "sensor_msgs/msg/CompressedImage"
+    ros1 = ROS1.types[typename](
+        header=ros1_header(msg.header),
+        format=msg.format,
+        data=np.frombuffer(bytes(msg.data), np.uint8),
+    )
+    return ROS1.deserialize_ros1(ROS1.serialize_ros1(ros1, typename), typename)
 
 
 def header(sec=12, nanosec=345, frame_id="camera_optical") -> Header:
@@ -331,6 +357,86 @@ def test_camera_info_of_size_zero_is_rejected():
         conv.camera_info_to_intrinsics(msg)
 
 
+def ros1_camera_info(model="Brown Conrady", k=(5.0, 0, 3.5, 0, 4.0, 2.5, 0, 0, 1)):
+    """A CameraInfo as the RealSense SDK writes it to a ROS 1 bag (stamp 0, upper-case fields)."""
+    types = ROS1.types
+    header = ros1_header()
+    roi = types["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
+    msg = types["sensor_msgs/msg/CameraInfo"](
+        header=header,
+        height=6,
+        width=8,
+        distortion_model=model,
+        D=np.array([0.1, -0.05, 0.001, 0.002, 0.0]),
+        K=np.array(k, dtype=np.float64),
+        R=np.eye(3).reshape(-1),
+        P=np.array([k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1, 0], dtype=np.float64),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )
+    raw = ROS1.serialize_ros1(msg, "sensor_msgs/msg/CameraInfo")
+    return ROS1.deserialize_ros1(raw, "sensor_msgs/msg/CameraInfo")
+
+
+@pytest.mark.parametrize(
+    "model,expected",
+    [
+        ("Brown Conrady", "plumb_bob"),  # the RealSense SDK's rs2_distortion name
+        ("brown_conrady", "plumb_bob"),
+        ("plumb_bob", "plumb_bob"),
+        ("Kannala Brandt4", "equidistant"),
+        ("rational_polynomial", "rational_polynomial"),  # other names pass through
+    ],
+)
+def test_camera_info_ros1_spellings_and_realsense_distortion_names(model, expected):
+    msg = ros1_camera_info(model)
+    assert not hasattr(msg, "k") and msg.K.shape == (9,)  # genuinely the ROS 1 layout
+    intr = conv.camera_info_to_intrinsics(msg)
+    assert intr == Intrinsics(
+        8, 6, 5.0, 4.0, 3.5, 2.5, expected, (0.1, -0.05, 0.001, 0.002, 0.0), frame_id=""
+    )
+    # The ROS 2 spelling of the same model name maps the same way.
+    ros2 = conv.intrinsics_to_camera_info(INTR)
+    ros2.distortion_model = model
+    assert conv.camera_info_to_intrinsics(ros2).distortion_model == expected
+
+
+def test_camera_info_ros1_keeps_the_validation():
+    with pytest.raises(ValueError, match="uncalibrated"):
+        conv.camera_info_to_intrinsics(ros1_camera_info(k=(0.0,) * 9))
+    with pytest.raises(ValueError, match="non-finite cx"):
+        conv.camera_info_to_intrinsics(
+            ros1_camera_info(k=(5.0, 0, float("nan"), 0, 4.0, 2.5, 0, 0, 1))
+        )
+
+
+REAL_BAG = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/real_bags/realsense_d435_single_depth_color_640x480.bag"
+)
+
+
+@pytest.mark.skipif(not REAL_BAG.exists(), reason=f"real D435 recording absent: {REAL_BAG}")
+def test_camera_info_of_a_real_realsense_sdk_ros1_bag():
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([REAL_BAG]) as reader:
+        infos = {
+            c.topic.split("/")[3]: reader.deserialize(raw, c.msgtype)
+            for c in reader.connections
+            if c.topic.endswith("info/camera_info")
+            for _, _, raw in reader.messages(connections=[c])
+        }
+    colour = conv.camera_info_to_intrinsics(infos["Color_0"])
+    depth = conv.camera_info_to_intrinsics(infos["Depth_0"])
+    assert infos["Color_0"].distortion_model == "Brown Conrady"
+    assert (colour.distortion_model, colour.size, colour.D) == ("plumb_bob", (640, 480), (0.0,) * 5)
+    assert colour.fx == pytest.approx(613.2036743) and depth.fx == pytest.approx(390.4314575)
+
+
 # ---------------------------------------------------------------------------------------------
 # PointCloud2 from depth
 # ---------------------------------------------------------------------------------------------
@@ -579,3 +685,303 @@ def test_headers_from_rosbags_messages_are_converted():
     )
     cloud_msg = conv.depth_to_pointcloud2(np.ones((6, 8), np.float32), INTR, bag_header)
     assert cloud_msg.header.frame_id == "bag_frame" and cloud_msg.header.stamp.nanosec == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# CompressedImage: image_transport's compressed and compressedDepth
+# ---------------------------------------------------------------------------------------------
+
+
+def compressed(fmt: str, data: bytes, h=None):
+    """A CompressedImage as another writer (a driver, ROS 1 image_transport) would build it."""
+    msg = conv.CompressedImage(format=fmt)
+    msg.data = array.array("B", bytes(data))
+    if h is not None:
+        msg.header = h
+    return msg
+
+
+def encoded(ext: str, image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.tobytes()
+
+
+def colour_sample(h=24, w=32) -> np.ndarray:
+    """Smooth colour (JPEG reproduces it closely) with distinct R, G and B."""
+    v, u = np.mgrid[0:h, 0:w]
+    return np.dstack([u * 7 + 20, v * 9 + 10, 200 - u * 3 - v * 2]).astype(np.uint8)
+
+
+def test_rgb_to_compressed_image_formats_and_round_trip():
+    rgb = colour_sample()
+    png = roundtrip(conv.rgb_to_compressed_image(rgb, header(), format="png"))
+    jpeg = roundtrip(conv.rgb_to_compressed_image(rgb, header(), format="jpeg"))
+    # image_transport's compressed publisher for an rgb8 image (it converts to BGR first)
+    assert png.format == "rgb8; png compressed bgr8"
+    assert jpeg.format == "rgb8; jpeg compressed bgr8"
+    assert jpeg.header.frame_id == "camera_optical" and jpeg.header.stamp.sec == 12
+    assert bytes(png.data).startswith(b"\x89PNG") and bytes(jpeg.data).startswith(b"\xff\xd8")
+    np.testing.assert_array_equal(conv.image_to_rgb(png), rgb)  # PNG is lossless
+    # The file is a true-colour JPEG: any decoder sees R, G, B where they belong.
+    as_file = cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(as_file[..., ::-1].astype(int) - rgb).mean() < 2.0
+    assert np.abs(conv.image_to_rgb(jpeg).astype(int) - rgb).mean() < 2.0
+    assert conv.compressed_image_size(jpeg) == conv.compressed_image_size(png) == (32, 24)
+    with pytest.raises(ValueError, match="webp"):
+        conv.rgb_to_compressed_image(rgb, format="webp")
+
+
+def _writers():
+    """(format, data) as image_transport (ROS 1 / ROS 2) and drivers write colour images."""
+    rgb = colour_sample()
+    bgr = rgb[..., ::-1].copy()
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    return rgb, [
+        ("rgb8; png compressed bgr8", encoded(".png", bgr)),  # image_transport, rgb8 input
+        ("bgr8; png compressed bgr8", encoded(".png", bgr)),  # bgr8 input
+        ("bgra8; png compressed bgr8", encoded(".png", bgr)),  # alpha dropped by the publisher
+        ("png", encoded(".png", bgr)),  # no ';': older image_transport / drivers, BGR
+        # other software compressing RGB channels as they are ("compressed rgb8")
+        ("rgb8; png compressed rgb8", encoded(".png", rgb)),
+        ("rgba8; png compressed rgba8", encoded(".png", np.dstack([rgb, alpha]))),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_compressed_colour_as_image_transport_and_drivers_write_it(index):
+    rgb, writers = _writers()
+    fmt, data = writers[index]
+    msg = compressed(fmt, data, header())
+    for m in (msg, roundtrip(msg), as_rosbags(msg, "sensor_msgs/msg/CompressedImage")):
+        out = conv.image_to_rgb(m)
+        assert out.dtype == np.uint8 and out.shape == (24, 32, 3), fmt
+        np.testing.assert_array_equal(out, rgb, err_msg=fmt)
+    ros1 = as_ros1_compressed(msg)
+    assert hasattr(ros1.header, "seq") and isinstance(ros1.data, np.ndarray)
+    np.testing.assert_array_equal(conv.image_to_rgb(ros1), rgb)
+
+
+@pytest.mark.parametrize(
+    "fmt", ["mono8; jpeg compressed mono8", "mono8; jpeg compressed ", "mono8; png compressed "]
+)
+def test_compressed_mono_becomes_grey_rgb(fmt):
+    grey = colour_sample()[..., 1].copy()
+    ext = ".png" if "png" in fmt else ".jpg"
+    out = conv.image_to_rgb(compressed(fmt, encoded(ext, grey)))
+    expected = cv2.imdecode(np.frombuffer(encoded(ext, grey), np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(out, np.dstack([expected] * 3))
+
+
+def test_compressed_colour_errors_name_the_format():
+    good = bytes(conv.rgb_to_compressed_image(colour_sample(), format="jpeg").data)
+    png = encoded(".png", colour_sample())
+    flipped = bytearray(png)
+    flipped[len(png) // 2] ^= 0xFF  # PNG chunks carry a CRC: caught
+    cases = [
+        ("rgb8; jpeg compressed bgr8", good[: len(good) // 2], "corrupt or truncated"),
+        ("rgb8; jpeg compressed bgr8", good[:40], "rgb8; jpeg compressed bgr8"),
+        ("rgb8; png compressed bgr8", png[:-20], "corrupt or truncated"),
+        ("rgb8; png compressed bgr8", bytes(flipped), "corrupt or truncated"),
+        ("rgb8; png compressed bgr8", good, "not a PNG"),  # format and data disagree
+        ("h264", good, "unsupported CompressedImage format 'h264'"),
+        ("rgb8; theora", good, "'rgb8; theora'"),
+        ("16UC1; compressedDepth png", png, "is a depth image"),
+        ("16UC1; png compressed ", png, "'16UC1'"),
+        (
+            "rgb16; png compressed bgr16",
+            encoded(".png", colour_sample().astype(np.uint16)),
+            "8-bit",
+        ),
+        ("jpeg", b"", "not a JPEG"),
+    ]
+    for fmt, data, says in cases:
+        with pytest.raises(ValueError, match=says):
+            conv.image_to_rgb(compressed(fmt, data))
+
+
+def depth_sample(h=24, w=32, far=9.5) -> np.ndarray:
+    """Metres in (0.2, far) on a mm grid, with holes: NaN, 0 and negative."""
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.2, far, (h, w)).astype(np.float32)
+    depth = depth_from_mm(depth_to_mm(depth))
+    depth[rng.random((h, w)) < 0.2] = np.nan
+    depth[0, :3] = (0.0, -1.0, np.nan)
+    return depth
+
+
+@pytest.mark.parametrize("compression", ["png", "rvl"])
+def test_compressed_depth_16uc1_is_lossless_at_mm(compression):
+    depth = depth_sample()
+    depth[1, 0], depth[1, 1] = 10.0, 10.001  # compressed_depth's depth_max (10 m) keeps 10000 mm
+    msg = roundtrip(
+        conv.metres_to_compressed_depth(depth, header(), "16UC1", compression=compression)
+    )
+    assert msg.format == f"16UC1; compressedDepth {compression}"
+    assert struct.unpack("<iff", bytes(msg.data)[:12]) == (0, 0.0, 0.0)  # params unused in 16UC1
+    out = conv.depth_image_to_metres(msg)
+    raw = conv.depth_image_to_metres(conv.metres_to_depth_image(depth, header(), "16UC1"))
+    expected = raw.copy()
+    expected[1, 1] = np.nan  # beyond depth_max: 0 = no measurement, as image_transport drops it
+    np.testing.assert_array_equal(out, expected)  # bit-identical to the raw 16UC1 path
+    assert out[1, 0] == np.float32(10.0)
+    assert np.isnan(out[0, :3]).all()
+    assert conv.compressed_image_size(msg) == (32, 24)
+    bag = as_ros1_compressed(msg)
+    np.testing.assert_array_equal(conv.depth_image_to_metres(bag), expected)
+
+
+@pytest.mark.parametrize("compression", ["png", "rvl"])
+@pytest.mark.parametrize("depth_max,quantization", [(10.0, 100.0), (4.0, 50.0)])
+def test_compressed_depth_32fc1_within_its_quantisation(compression, depth_max, quantization):
+    """Inverse-depth quantisation: v = trunc(A / d + B), read back d' = A / (v - B) with
+    A = q (q + 1), B = 1 - A / depth_max. From v <= A/d + B < v + 1:  d <= d' < A / (A/d - 1),
+    i.e. 0 <= d' - d < d^2 / (A - d) (about d^2 / q^2: 1 cm at 10 m for q = 100), plus float32
+    rounding of the two divisions (a few 1e-7 relative)."""
+    depth = depth_sample(far=depth_max)
+    quant_a, quant_b = conv.inverse_depth_quantisation(depth_max, quantization)
+    nearest = quant_a / (65535 - quant_b)  # the smallest depth 16 bits hold
+    depth[2, :4] = (nearest * 0.99, depth_max, depth_max * 1.5, np.inf)
+    msg = conv.metres_to_compressed_depth(
+        depth, header(), "32FC1", depth_max, quantization, compression=compression
+    )
+    assert msg.format == f"32FC1; compressedDepth {compression}"
+    assert struct.unpack("<iff", bytes(msg.data)[:12]) == (0, quant_a, quant_b)
+    out = conv.depth_image_to_metres(roundtrip(msg))
+    d = depth.astype(np.float64)
+    representable = np.isfinite(d) & (d >= nearest) & (d < depth_max)
+    np.testing.assert_array_equal(np.isfinite(out), representable)
+    err = out[representable] - d[representable]
+    bound = d[representable] ** 2 / (quant_a - d[representable])
+    tolerance = 1e-6 * d[representable]
+    assert (err >= -tolerance).all()
+    assert (err < bound + tolerance).all()
+    assert np.abs(err).max() > 0.1 * bound.max()  # it is quantised, the bound is not loose
+
+
+def test_compressed_depth_32fc1_against_hand_computed_pixels():
+    # Defaults: A = 100 * 101 = 10100, B = 1 - 10100 / 10 = -1009.
+    assert conv.inverse_depth_quantisation() == (10100.0, -1009.0)
+    depth = np.array([[1.0, 3.0, 9.99, 0.1]], np.float32)
+    msg = conv.metres_to_compressed_depth(depth, header(), "32FC1")
+    data = bytes(msg.data)
+    assert data[:12] == struct.pack("<iff", 0, 10100.0, -1009.0)
+    values = cv2.imdecode(np.frombuffer(data[12:], np.uint8), cv2.IMREAD_UNCHANGED)
+    # 10100/1 - 1009 = 9091; 10100/3 - 1009 = 2357.67 -> 2357; 10100/9.99 - 1009 = 2.01 -> 2;
+    # 10100/0.1 - 1009 = 99991 does not fit in 16 bits -> 0 (no measurement)
+    np.testing.assert_array_equal(values, [[9091, 2357, 2, 0]])
+    out = conv.depth_image_to_metres(msg)
+    expected = np.float32([10100 / 10100, 10100 / 3366, 10100 / 1011, np.nan])
+    np.testing.assert_array_equal(out[0], expected)
+
+
+@pytest.mark.parametrize(
+    "fmt,payload",
+    [
+        ("16UC1; compressedDepth", "png"),  # ROS 1 (before the codec name) and early ROS 2
+        ("16UC1; compressedDepth png", "png"),
+        ("mono16; compressedDepth rvl", "rvl"),
+        ("32FC1; compressedDepth", "png"),
+        ("16UC1; png compressed ", "plain"),  # the compressed transport's 16-bit PNG
+        ("mono16; png compressed ", "plain"),
+    ],
+)
+def test_compressed_depth_format_variants(fmt, payload):
+    depth = depth_sample()
+    kind = "32FC1" if fmt.startswith("32FC1") else "16UC1"
+    if payload == "plain":
+        data = encoded(".png", depth_to_mm(depth))
+    else:
+        reference = conv.metres_to_compressed_depth(depth, None, kind, compression=payload)
+        data = bytes(reference.data)
+    out = conv.depth_image_to_metres(compressed(fmt, data))
+    if kind == "16UC1":
+        np.testing.assert_array_equal(out, depth_from_mm(depth_to_mm(depth)))
+    else:
+        np.testing.assert_array_equal(np.isfinite(out), np.isfinite(depth) & (depth > 0))
+
+
+def test_compressed_depth_errors_name_the_format():
+    depth = depth_sample()
+    good = bytes(conv.metres_to_compressed_depth(depth, None, "16UC1").data)
+    rvl = bytes(conv.metres_to_compressed_depth(depth, None, "16UC1", compression="rvl").data)
+    huge = good[:12] + struct.pack("<II", 60000, 60000) + rvl[20:]
+    cases = [
+        ("16UC1; compressedDepth png", good[: len(good) // 2], "corrupt or truncated"),
+        ("16UC1; compressedDepth png", good[:12], "no room"),
+        ("16UC1; compressedDepth png", b"\0" * 12 + good[20:], "not a PNG"),
+        ("16UC1; compressedDepth rvl", rvl[: len(rvl) // 2], "truncated"),
+        ("16UC1; compressedDepth rvl", huge, "malformed RVL"),
+        ("16UC1; compressedDepth zstd", good, "'16UC1; compressedDepth zstd'"),
+        ("8UC1; compressedDepth png", good, "'8UC1'"),
+        ("32FC1; compressedDepth png", b"\0" * 12 + good[12:], "quantisation"),  # A = 0
+        ("16UC1; jpeg compressed mono8", good, "is not depth"),
+        ("png", good[12:], "is not depth"),  # the unit is not said
+        ("rgb8; png compressed bgr8", encoded(".png", colour_sample()), "is not depth"),
+        ("16UC1; png compressed ", encoded(".png", colour_sample()), "16-bit single-channel"),
+    ]
+    for fmt, data, says in cases:
+        with pytest.raises(ValueError, match=says):
+            conv.depth_image_to_metres(compressed(fmt, data))
+    with pytest.raises(ValueError, match="encoding '8UC1'"):
+        conv.metres_to_compressed_depth(depth, None, "8UC1")
+    with pytest.raises(ValueError, match="must be > 0"):
+        conv.metres_to_compressed_depth(depth, None, "32FC1", depth_max=0.0)
+
+
+@pytest.mark.parametrize(
+    "pixels,words",
+    [
+        # runs (zeros 2, non-zeros 2: +5 -> 10, +2 -> 4), (zeros 1, non-zeros 0):
+        # nibbles 2 2 A 1 4 1 0 (+ 0 pad); 10 = 0b1_010 is two groups: 0x8|2, then 1
+        ([0, 0, 5, 7, 0], [0x22A14100]),
+        # ... then (zeros 1, non-zeros 1: 3 - 7 = -4 -> zigzag 7): exactly one full word
+        ([0, 0, 5, 7, 0, 3], [0x22A14117]),
+        ([0, 0, 0], [0x30000000]),  # (zeros 3, non-zeros 0)
+        # (0, 1: +65535 -> zigzag 131070 = groups 6 7 7 7 7 3, low first)
+        ([65535], [0x01EFFFF3]),
+        ([], []),
+    ],
+)
+def test_rvl_matches_hand_encoded_words(pixels, words):
+    data = struct.pack(f"<{len(words)}I", *words)
+    assert conv.rvl_compress(np.array(pixels, np.uint16)) == data
+    np.testing.assert_array_equal(conv.rvl_decompress(data, len(pixels)), pixels)
+
+
+def test_rvl_round_trip_and_corrupt_streams():
+    rng = np.random.default_rng(5)
+    for pixels in (
+        rng.integers(0, 65536, 1000),
+        np.where(rng.random(5000) < 0.3, 0, rng.integers(300, 4000, 5000)),
+        np.zeros(77),
+    ):
+        pixels = pixels.astype(np.uint16)
+        data = conv.rvl_compress(pixels)
+        assert len(data) % 4 == 0
+        np.testing.assert_array_equal(conv.rvl_decompress(data, pixels.size), pixels)
+    data = conv.rvl_compress(np.array([0, 0, 5, 7, 0], np.uint16))
+    with pytest.raises(ValueError, match="overrun"):
+        conv.rvl_decompress(data, 3)  # 2 zeros + 2 values do not fit in 3 pixels
+    with pytest.raises(ValueError, match="truncated"):
+        conv.rvl_decompress(data, 9)  # the stream ends after 5 pixels
+
+
+def test_compressed_image_size_reads_headers_only():
+    rgb = np.zeros((30, 50, 3), np.uint8)
+    ok, progressive = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    depth = np.ones((30, 50), np.float32)
+    for msg in (
+        conv.rgb_to_compressed_image(rgb, format="jpeg"),
+        conv.rgb_to_compressed_image(rgb, format="png"),
+        compressed("jpeg", progressive.tobytes()),
+        conv.metres_to_compressed_depth(depth, None, "32FC1"),
+        conv.metres_to_compressed_depth(depth, None, "16UC1", compression="rvl"),
+    ):
+        assert conv.compressed_image_size(msg) == (50, 30), msg.format
+        assert conv.is_compressed_image(msg)
+    assert not conv.is_compressed_image(conv.metres_to_depth_image(depth))
+    with pytest.raises(ValueError, match="readable frame header"):
+        conv.compressed_image_size(compressed("jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF"))
+    with pytest.raises(ValueError, match="h264"):
+        conv.compressed_image_size(compressed("h264", b"\0" * 64))

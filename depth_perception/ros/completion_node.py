@@ -9,9 +9,22 @@ Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside 
   srv: depth_query (depth_perception_msgs/DepthQuery: depth and 3-D points at pixels of one
        of the last ``query_history`` completed frames)
   out: depth_completed/image (32FC1 m), depth_completed/image_mm (16UC1, optional),
+       depth_completed/image/compressedDepth (optional, see below),
        depth_completed/confidence (32FC1, when the engine estimates it),
        depth_completed/camera_info, depth_completed/points (organized xyzrgb),
        depth_completed/status (depth_perception_msgs/CompletionStatus), /diagnostics
+
+Transports (image_transport's names and topic convention, for a camera whose images reach an
+offboard GPU compressed): ``rgb_transport`` raw | compressed subscribes to
+``<colour topic>/compressed`` (sensor_msgs/CompressedImage, JPEG / PNG); ``depth_transport`` raw
+| compressed | compressedDepth to ``<depth topic>/compressed`` (16-bit PNG) or
+``<depth topic>/compressedDepth``. The suffix is appended to the *resolved* base topic, so
+remapping the base topic (``-r rgb/image_rect_color:=color/image_raw``) moves the compressed
+subscription with it, as with image_transport. ``publish_compressed_depth`` also publishes the
+completed depth as image_transport's ``compressedDepth`` of ``depth_completed/image`` (32FC1
+inverse-depth quantisation, ``compressed_depth_max`` / ``compressed_depth_quantization`` as
+compressed_depth_image_transport's ``depth_max`` / ``depth_quantization``; depth at or beyond
+``compressed_depth_max`` or nearer than ~0.15 m at the defaults is sent as "no depth").
 
 When the engine is slower than the camera, only the newest synchronized frame waits for the
 worker; older ones are counted as skipped, so latency never grows with a backlog.
@@ -37,7 +50,7 @@ from depth_perception_msgs.msg import CompletionStatus
 from depth_perception_msgs.srv import DepthQuery
 from geometry_msgs.msg import Point
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import valid_ratio
@@ -45,10 +58,13 @@ from depth_perception.engines.base import CompletionEngine, CompletionResult
 from depth_perception.ros.conversions import (
     CvBridgeError,
     camera_info_to_intrinsics,
+    compressed_image_size,
     depth_image_to_metres,
     depth_to_pointcloud2,
     image_to_rgb,
     intrinsics_to_camera_info,
+    is_compressed_image,
+    metres_to_compressed_depth,
     metres_to_depth_image,
     stamp_to_ns,
 )
@@ -59,6 +75,20 @@ from depth_perception.ros.sync import SyncedSubscriptions
 
 INPUT_TOPICS = ("rgb/image_rect_color", "depth_registered/image_rect", "rgb/camera_info")
 OUTPUT_PREFIX = "depth_completed"
+#: Transports each image input accepts (image_transport's names; the topic suffix is the name).
+RGB_TRANSPORTS = ("raw", "compressed")
+DEPTH_TRANSPORTS = ("raw", "compressed", "compressedDepth")
+#: A compressed image larger than this many bytes per allowed pixel is rejected undecoded (JPEG
+#: and PNG of 8-bit RGB stay well below 8 bytes per pixel even on noise).
+MAX_COMPRESSED_BYTES_PER_PIXEL = 8
+
+
+def transport_topic(node: Node, base_topic: str, transport: str) -> str:
+    """The topic image_transport uses for ``transport`` of ``base_topic``: the base topic itself
+    for raw, else the resolved (namespaced and remapped) base topic + '/' + transport."""
+    if transport == "raw":
+        return base_topic
+    return f"{node.resolve_topic_name(base_topic)}/{transport}"
 
 
 class FrameRejected(ValueError):
@@ -75,8 +105,8 @@ class NodeStartupError(RuntimeError):
 
 @dataclass
 class _SyncedFrame:
-    rgb: Image
-    depth: Image
+    rgb: Image | CompressedImage
+    depth: Image | CompressedImage
     info: CameraInfo
     received: float  # time.monotonic() when the set was complete
 
@@ -103,10 +133,32 @@ class DepthCompletionNode(Node):
         self.declare_parameter("max_depth", 200.0)
         self.declare_parameter("min_input_valid_ratio", 0.001)
         self.declare_parameter("max_input_pixels", 2_500_000)
+        self.declare_parameter("rgb_transport", "raw")
+        self.declare_parameter("depth_transport", "raw")
+        self.declare_parameter("publish_compressed_depth", False)
+        self.declare_parameter("compressed_depth_max", 10.0)
+        self.declare_parameter("compressed_depth_quantization", 100.0)
         p = self.get_parameter
         sync = str(p("sync").value)
         if sync not in ("exact", "approximate"):
             raise NodeStartupError(f"parameter sync is {sync!r}: choose exact or approximate")
+        rgb_transport = str(p("rgb_transport").value)
+        depth_transport = str(p("depth_transport").value)
+        for name, value, allowed in (
+            ("rgb_transport", rgb_transport, RGB_TRANSPORTS),
+            ("depth_transport", depth_transport, DEPTH_TRANSPORTS),
+        ):
+            if value not in allowed:
+                raise NodeStartupError(
+                    f"parameter {name} is {value!r}: choose one of {', '.join(allowed)}"
+                )
+        self._cdepth_max = float(p("compressed_depth_max").value)
+        self._cdepth_quant = float(p("compressed_depth_quantization").value)
+        if not (self._cdepth_max > 0 and self._cdepth_quant > 0):
+            raise NodeStartupError(
+                f"compressed_depth_max {self._cdepth_max} / compressed_depth_quantization "
+                f"{self._cdepth_quant}: both must be > 0"
+            )
         self._min_depth = float(p("min_depth").value)
         self._max_depth = float(p("max_depth").value)
         if not 0.0 <= self._min_depth < self._max_depth:
@@ -130,6 +182,15 @@ class DepthCompletionNode(Node):
         self._pub_info = self.create_publisher(CameraInfo, f"{OUTPUT_PREFIX}/camera_info", out_qos)
         self._pub_status = self.create_publisher(
             CompletionStatus, f"{OUTPUT_PREFIX}/status", out_qos
+        )
+        self._pub_depth_cd = (
+            self.create_publisher(
+                CompressedImage,
+                transport_topic(self, f"{OUTPUT_PREFIX}/image", "compressedDepth"),
+                out_qos,
+            )
+            if p("publish_compressed_depth").value
+            else None
         )
         self._pub_depth_mm = (
             self.create_publisher(Image, f"{OUTPUT_PREFIX}/image_mm", out_qos)
@@ -167,9 +228,15 @@ class DepthCompletionNode(Node):
         self._history_lock = threading.Lock()
         self.create_service(DepthQuery, "depth_query", self._on_depth_query)
 
+        rgb_type = Image if rgb_transport == "raw" else CompressedImage
+        depth_type = Image if depth_transport == "raw" else CompressedImage
         self._sync = SyncedSubscriptions(
             self,
-            [(Image, INPUT_TOPICS[0]), (Image, INPUT_TOPICS[1]), (CameraInfo, INPUT_TOPICS[2])],
+            [
+                (rgb_type, transport_topic(self, INPUT_TOPICS[0], rgb_transport)),
+                (depth_type, transport_topic(self, INPUT_TOPICS[1], depth_transport)),
+                (CameraInfo, INPUT_TOPICS[2]),
+            ],
             sensor_data_qos(depth=int(p("qos_depth").value)),
             queue_size=int(p("queue_size").value),
             slop=float(p("slop").value) if sync == "approximate" else None,
@@ -183,7 +250,9 @@ class DepthCompletionNode(Node):
         raise TypeError(f"{type(self).__name__} must implement make_engine()")
 
     # -- input side --------------------------------------------------------------------------
-    def _on_synced(self, rgb: Image, depth: Image, info: CameraInfo) -> None:
+    def _on_synced(
+        self, rgb: Image | CompressedImage, depth: Image | CompressedImage, info: CameraInfo
+    ) -> None:
         frame = _SyncedFrame(rgb, depth, info, time.monotonic())
         with self._wake:
             if self._pending is not None:
@@ -220,9 +289,27 @@ class DepthCompletionNode(Node):
         )
 
     # -- processing --------------------------------------------------------------------------
-    def _check_image_size(self, msg: Image, what: str) -> None:
-        """Before decoding: an empty image or one beyond ``max_input_pixels`` is rejected."""
-        width, height = int(msg.width), int(msg.height)
+    def _check_image_size(self, msg: Image | CompressedImage, what: str) -> None:
+        """Before decoding: an empty image or one beyond ``max_input_pixels`` is rejected.
+
+        A CompressedImage's size is read from its PNG / JPEG / RVL headers, after its byte
+        count is checked against ``MAX_COMPRESSED_BYTES_PER_PIXEL``: an oversized image is
+        never decompressed (a small PNG can claim gigapixels)."""
+        if is_compressed_image(msg):
+            size = len(msg.data)
+            limit = self._max_pixels * MAX_COMPRESSED_BYTES_PER_PIXEL
+            if size > limit:
+                raise FrameRejected(
+                    what,
+                    f"compressed {what} image has {size} bytes, more than {limit} "
+                    f"({MAX_COMPRESSED_BYTES_PER_PIXEL} per pixel of max_input_pixels)",
+                )
+            try:
+                width, height = compressed_image_size(msg)
+            except ValueError as exc:
+                raise FrameRejected(what, f"{what} image: {exc}") from None
+        else:
+            width, height = int(msg.width), int(msg.height)
         if width <= 0 or height <= 0:
             raise FrameRejected(what, f"{what} image is {width}x{height}")
         if width * height > self._max_pixels:
@@ -308,6 +395,16 @@ class DepthCompletionNode(Node):
             self._limit_range(result.depth)
 
         self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
+        if self._pub_depth_cd is not None:
+            self._pub_depth_cd.publish(
+                metres_to_compressed_depth(
+                    result.depth,
+                    header,
+                    "32FC1",
+                    depth_max=self._cdepth_max,
+                    depth_quantization=self._cdepth_quant,
+                )
+            )
         self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
         if self._pub_depth_mm is not None:
             self._pub_depth_mm.publish(metres_to_depth_image(result.depth, header, "16UC1"))

@@ -9,18 +9,28 @@ return survives ``rclpy.serialization`` round trips.
 Conventions follow depth_image_proc: 16UC1 depth is millimetres with 0 = invalid, 32FC1 depth is
 metres with non-finite = invalid (we also treat <= 0 as invalid), and point clouds are organized
 with NaN points, x/y/z float32 at offsets 0/4/8 (+ packed ``rgb`` float32 at 16).
+
+``image_to_rgb`` and ``depth_image_to_metres`` also take ``sensor_msgs/CompressedImage`` as
+image_transport writes it (ROS 1 and ROS 2): ``compressed`` colour (JPEG / PNG, format e.g.
+``"rgb8; jpeg compressed bgr8"`` or a bare ``"jpeg"``), ``compressedDepth`` depth (a 12-byte
+header + PNG or RVL, 16UC1 millimetres or 32FC1 inverse-depth quantised) and ``compressed``
+16-bit PNG depth (``"16UC1; png compressed "``). Problems specific to compressed messages (corrupt
+or truncated data, unknown formats) raise ``ValueError`` naming the format; an unsupported raw
+``Image`` encoding raises ``CvBridgeError`` as before, so callers catch both.
 """
 
 from __future__ import annotations
 
 import array
+import re
+import struct
 import sys
 from typing import Any
 
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from depth_perception.core.camera import Intrinsics
@@ -31,7 +41,7 @@ from depth_perception.core.cloud import (
     depth_to_xyzrgb,
     valid_points,
 )
-from depth_perception.core.depth import depth_from_mm, depth_to_mm, sanitize_depth
+from depth_perception.core.depth import depth_from_mm, depth_to_mm, sanitize_depth, valid_mask
 from depth_perception.ros.cv_bridge_compat import CvBridge as _CompatCvBridge
 from depth_perception.ros.cv_bridge_compat import (
     CvBridgeError,
@@ -56,16 +66,23 @@ __all__ = [
     "stamp_to_ns",
     "array_to_pointcloud2",
     "camera_info_to_intrinsics",
+    "compressed_image_size",
     "copy_header",
     "depth_image_to_metres",
     "depth_to_pointcloud2",
     "image_to_numpy",
     "image_to_rgb",
     "intrinsics_to_camera_info",
+    "inverse_depth_quantisation",
+    "is_compressed_image",
+    "metres_to_compressed_depth",
     "metres_to_depth_image",
     "numpy_to_image",
     "pointcloud2_to_array",
     "pointcloud2_to_xyz",
+    "rgb_to_compressed_image",
+    "rvl_compress",
+    "rvl_decompress",
 ]
 
 # Our encoder is used for every Image we build: it behaves the same whichever bridge is
@@ -128,7 +145,13 @@ _TO_RGB = {
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """Colour or mono8 sensor_msgs/Image -> new (H, W, 3) uint8 RGB array."""
+    """Colour or mono8 sensor_msgs/Image, or a ``compressed`` CompressedImage (JPEG / PNG) ->
+    new (H, W, 3) uint8 RGB array."""
+    if is_compressed_image(msg):
+        try:
+            return _compressed_to_rgb(msg)
+        except ValueError as exc:
+            raise ValueError(f"image_to_rgb: {exc}") from None
     encoding = str(msg.encoding)
     if encoding not in _TO_RGB:
         raise CvBridgeError(
@@ -145,8 +168,15 @@ def depth_image_to_metres(msg: Any) -> np.ndarray:
     """Depth sensor_msgs/Image -> new float32 (H, W) metres, NaN where invalid.
 
     16UC1 / mono16 are millimetres with 0 = no measurement; 32FC1 is metres where non-finite or
-    non-positive values are invalid (depth_image_proc's conventions).
+    non-positive values are invalid (depth_image_proc's conventions). A CompressedImage may be
+    image_transport ``compressedDepth`` (16UC1 / 32FC1; PNG or RVL) or a ``compressed`` 16-bit
+    PNG of millimetres (see :func:`metres_to_compressed_depth` for the layout).
     """
+    if is_compressed_image(msg):
+        try:
+            return _compressed_to_metres(msg)
+        except ValueError as exc:
+            raise ValueError(f"depth_image_to_metres: {exc}") from None
     encoding = str(msg.encoding)
     if encoding in ("16UC1", "mono16"):
         return depth_from_mm(decode_image(msg))
@@ -186,17 +216,475 @@ def metres_to_depth_image(depth: np.ndarray, header: Any = None, encoding: str =
 
 
 # ---------------------------------------------------------------------------------------------
+# Compressed images (image_transport's compressed and compressedDepth transports)
+# ---------------------------------------------------------------------------------------------
+
+#: compressedDepth's ConfigHeader ahead of the PNG / RVL payload: int32 format (0 = INV_DEPTH),
+#: float32 depthQuantA, float32 depthQuantB, in the publisher's (little-endian) byte order.
+_DEPTH_HEADER = struct.Struct("<iff")
+#: An RVL payload starts with uint32 cols, uint32 rows.
+_RVL_SIZE = struct.Struct("<II")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8\xff"
+_CODEC_RE = re.compile(r"\b(jpe?g|png)\b")
+# JPEG start-of-frame markers (C0-CF except DHT C4, JPG C8, DAC CC): they carry the image size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_COLOUR_BASES = ("rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16", "bgra16")
+_MM_ENCODINGS = ("16UC1", "mono16")
+
+
+def is_compressed_image(msg: Any) -> bool:
+    """True for a sensor_msgs/CompressedImage (rclpy or rosbags): ``format``, no ``encoding``."""
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def _split_format(fmt: str) -> tuple[str, str]:
+    """'rgb8; jpeg compressed bgr8' -> ('rgb8', 'jpeg compressed bgr8'); 'jpeg' -> ('', 'jpeg')."""
+    base, sep, rest = fmt.partition(";")
+    return (base.strip(), rest.strip()) if sep else ("", fmt.strip())
+
+
+def _image_codec(fmt: str) -> str | None:
+    """'jpeg' or 'png' as named by a ``compressed`` format string, else None."""
+    match = _CODEC_RE.search(_split_format(fmt)[1].lower())
+    if match is None:
+        return None
+    return "png" if match.group(1) == "png" else "jpeg"
+
+
+def _depth_codec(fmt: str) -> str:
+    """Payload codec of a ``compressedDepth`` format, by compressed_depth_image_transport's rules:
+    no ';' or a bare 'compressedDepth' (older publishers) is PNG, else 'compressedDepth png|rvl'."""
+    _, sep, ending = fmt.partition(";")
+    if not sep or "compressedDepth png" in ending:
+        return "png"
+    if "compressedDepth rvl" in ending:
+        return "rvl"
+    if "compressedDepth" in ending and "compressedDepth " not in ending:
+        return "png"
+    raise ValueError(
+        f"CompressedImage format '{fmt}': unsupported compressedDepth codec "
+        "(expected 'compressedDepth', 'compressedDepth png' or 'compressedDepth rvl')"
+    )
+
+
+def _png_size(buf: np.ndarray, fmt: str) -> tuple[int, int]:
+    head = buf[:24].tobytes()
+    if len(head) < 24 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise ValueError(f"CompressedImage format '{fmt}': data is not a PNG ({buf.size} bytes)")
+    width, height = struct.unpack(">II", head[16:24])
+    return int(width), int(height)
+
+
+def _jpeg_size(buf: np.ndarray, fmt: str) -> tuple[int, int]:
+    """Width and height from the first start-of-frame segment (no pixel is decoded)."""
+    if buf[:3].tobytes() != _JPEG_SOI:
+        raise ValueError(f"CompressedImage format '{fmt}': data is not a JPEG ({buf.size} bytes)")
+    i, n = 2, buf.size
+    while i + 4 <= n:
+        if buf[i] != 0xFF:
+            break
+        marker = int(buf[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", buf[i + 5 : i + 9].tobytes())
+            return int(width), int(height)
+        i += 2 + (int(buf[i + 2]) << 8 | int(buf[i + 3]))
+    raise ValueError(
+        f"CompressedImage format '{fmt}': JPEG without a readable frame header "
+        f"({buf.size} bytes): corrupt or truncated"
+    )
+
+
+def compressed_image_size(msg: Any) -> tuple[int, int]:
+    """(width, height) of a CompressedImage read from its headers only (PNG IHDR, JPEG SOF, RVL
+    size), so a frame can be checked before anything is decoded. ValueError if unreadable."""
+    fmt = str(msg.format)
+    buf = buffer_of(msg.data)
+    if "compressedDepth" in fmt:
+        payload = buf[_DEPTH_HEADER.size :]
+        if _depth_codec(fmt) == "rvl":
+            if payload.size < _RVL_SIZE.size:
+                raise ValueError(f"CompressedImage format '{fmt}': RVL data is truncated")
+            cols, rows = _RVL_SIZE.unpack(payload[: _RVL_SIZE.size].tobytes())
+            return int(cols), int(rows)
+        return _png_size(payload, fmt)
+    codec = _image_codec(fmt)
+    if codec == "png":
+        return _png_size(buf, fmt)
+    if codec == "jpeg":
+        return _jpeg_size(buf, fmt)
+    raise ValueError(_unknown_format(fmt))
+
+
+def _unknown_format(fmt: str) -> str:
+    return (
+        f"unsupported CompressedImage format '{fmt}' (expected image_transport 'compressed' "
+        "jpeg/png, e.g. 'rgb8; jpeg compressed bgr8', or 'compressedDepth')"
+    )
+
+
+def _imdecode(buf: np.ndarray, fmt: str, codec: str) -> np.ndarray:
+    if codec == "png":
+        _png_size(buf, fmt)  # the signature: anything else is not what the format says
+    else:
+        _jpeg_size(buf, fmt)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError(
+            f"CompressedImage format '{fmt}': cannot decode the {codec.upper()} data "
+            f"({buf.size} bytes): corrupt or truncated"
+        )
+    return image
+
+
+def _compressed_to_rgb(msg: Any) -> np.ndarray:
+    fmt = str(msg.format)
+    if "compressedDepth" in fmt:
+        raise ValueError(f"CompressedImage format '{fmt}' is a depth image")
+    codec = _image_codec(fmt)
+    if codec is None:
+        raise ValueError(_unknown_format(fmt))
+    base, rest = _split_format(fmt)
+    if base and base not in _TO_RGB and base not in _COLOUR_BASES:
+        raise ValueError(
+            f"CompressedImage format '{fmt}' holds a '{base}' image "
+            f"(expected one of {list(_TO_RGB)})"
+        )
+    image = _imdecode(buffer_of(msg.data), fmt, codec)
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"CompressedImage format '{fmt}' decodes to {image.dtype}; "
+            "only 8-bit colour is supported"
+        )
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    # OpenCV decodes to BGR(A). image_transport's subscriber takes the decoded channels as BGR
+    # unless a colour image's format says it was compressed from RGB (no "compressed bgr").
+    rgb_order = base in _COLOUR_BASES and "compressed bgr" not in rest
+    channels = image.shape[2]
+    if channels == 3:
+        return image if rgb_order else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB if rgb_order else cv2.COLOR_BGRA2RGB)
+    raise ValueError(f"CompressedImage format '{fmt}' has {channels} channels")
+
+
+def _compressed_to_metres(msg: Any) -> np.ndarray:
+    fmt = str(msg.format)
+    base, _ = _split_format(fmt)
+    buf = buffer_of(msg.data)
+    if "compressedDepth" not in fmt:
+        # compressed_image_transport's PNG of a 16-bit image: "16UC1; png compressed "
+        if _image_codec(fmt) != "png" or base not in _MM_ENCODINGS:
+            raise ValueError(
+                f"CompressedImage format '{fmt}' is not depth (expected "
+                "compressedDepth, e.g. '16UC1; compressedDepth', or a 16-bit PNG "
+                "'16UC1; png compressed ')"
+            )
+        return depth_from_mm(_uint16_png(buf, fmt))
+    codec = _depth_codec(fmt)
+    if base not in (*_MM_ENCODINGS, "32FC1"):
+        raise ValueError(
+            f"CompressedImage format '{fmt}': unsupported depth encoding "
+            f"'{base}' (expected 16UC1, mono16 or 32FC1)"
+        )
+    if buf.size <= _DEPTH_HEADER.size:
+        raise ValueError(
+            f"CompressedImage format '{fmt}': {buf.size} bytes, no room for the compressedDepth "
+            "header and data"
+        )
+    _, quant_a, quant_b = _DEPTH_HEADER.unpack(buf[: _DEPTH_HEADER.size].tobytes())
+    payload = buf[_DEPTH_HEADER.size :]
+    values = _rvl_payload(payload, fmt) if codec == "rvl" else _uint16_png(payload, fmt)
+    if base in _MM_ENCODINGS:  # raw millimetres; the header's parameters are unused
+        return depth_from_mm(values)
+    if not (np.isfinite(quant_a) and np.isfinite(quant_b) and quant_a > 0):
+        raise ValueError(
+            f"CompressedImage format '{fmt}': invalid inverse-depth quantisation "
+            f"(depthQuantA {quant_a}, depthQuantB {quant_b})"
+        )
+    # depth = A / (v - B), in float32 as compressed_depth_image_transport computes it; 0 = none.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(quant_a) / (values.astype(np.float32) - np.float32(quant_b))
+    depth[(values == 0) | ~valid_mask(depth)] = np.nan
+    return depth
+
+
+def _uint16_png(buf: np.ndarray, fmt: str) -> np.ndarray:
+    image = _imdecode(buf, fmt, "png")
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise ValueError(
+            f"CompressedImage format '{fmt}': the PNG holds {image.dtype} x "
+            f"{1 if image.ndim == 2 else image.shape[2]} channel(s), expected 16-bit single-channel"
+        )
+    return image
+
+
+def _rvl_payload(payload: np.ndarray, fmt: str) -> np.ndarray:
+    if payload.size < _RVL_SIZE.size:
+        raise ValueError(f"CompressedImage format '{fmt}': RVL data is truncated")
+    cols, rows = _RVL_SIZE.unpack(payload[: _RVL_SIZE.size].tobytes())
+    # RVL compresses at most ~4x (2 bytes per pixel); like the reference decoder, a size claiming
+    # more than 10x is corrupt data rather than an image worth allocating.
+    if rows == 0 or cols == 0 or rows * cols > payload.size * 5:
+        raise ValueError(
+            f"CompressedImage format '{fmt}': malformed RVL image of {cols}x{rows} pixels in "
+            f"{payload.size} bytes"
+        )
+    try:
+        values = rvl_decompress(payload[_RVL_SIZE.size :], rows * cols)
+    except ValueError as exc:
+        raise ValueError(f"CompressedImage format '{fmt}': {exc}") from None
+    return values.reshape(rows, cols)
+
+
+def _compressed_message(header: Any, fmt: str, payload: bytes | np.ndarray) -> CompressedImage:
+    msg = CompressedImage(check_fields=True)  # see numpy_to_uint8_array: zero-copy data
+    msg.header = copy_header(header)
+    msg.format = fmt
+    msg.data = numpy_to_uint8_array(np.frombuffer(payload, np.uint8))
+    return msg
+
+
+def rgb_to_compressed_image(
+    rgb: np.ndarray,
+    header: Any = None,
+    format: str = "jpeg",  # noqa: A002 - image_transport's parameter name
+    jpeg_quality: int = 95,
+    png_level: int = 3,
+) -> CompressedImage:
+    """(H, W, 3) uint8 RGB -> CompressedImage as image_transport's ``compressed`` publisher
+    writes an rgb8 image: BGR-ordered JPEG / PNG, format ``"rgb8; jpeg compressed bgr8"`` or
+    ``"rgb8; png compressed bgr8"`` (defaults: its quality 95 and PNG level 3)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if format == "jpeg":
+        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    elif format == "png":
+        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+    else:
+        raise ValueError(f"rgb_to_compressed_image: format '{format}' (expected jpeg or png)")
+    ok, data = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"cv2.imencode ({format}) failed on a {rgb.shape} image")
+    return _compressed_message(header, f"rgb8; {format} compressed bgr8", data)
+
+
+def inverse_depth_quantisation(
+    depth_max: float = 10.0, depth_quantization: float = 100.0
+) -> tuple[float, float]:
+    """compressedDepth's (depthQuantA, depthQuantB) in float32 as its encoder computes them:
+    A = z0 (z0 + 1), B = 1 - A / depth_max with z0 = ``depth_quantization``.
+
+    A depth d < depth_max is stored as v = trunc(A / d + B) and read back as A / (v - B), so
+    the read-back depth d' satisfies d <= d' < d + d^2 / (A - d) (up to float32 rounding), and
+    only d >= A / (65535 - B) fits in 16 bits (0.152 m at the defaults).
+    """
+    z0 = np.float32(depth_quantization)
+    quant_a = z0 * (z0 + np.float32(1.0))
+    quant_b = np.float32(1.0) - quant_a / np.float32(depth_max)
+    return float(quant_a), float(quant_b)
+
+
+def metres_to_compressed_depth(
+    depth: np.ndarray,
+    header: Any = None,
+    encoding: str = "32FC1",
+    depth_max: float = 10.0,
+    depth_quantization: float = 100.0,
+    png_level: int = 3,
+    compression: str = "png",
+) -> CompressedImage:
+    """Float metres (H, W) -> CompressedImage exactly as compressed_depth_image_transport encodes
+    a 16UC1 or 32FC1 image: format ``"<encoding>; compressedDepth <png|rvl>"``, data = 12-byte
+    ConfigHeader (int32 0, float32 depthQuantA, float32 depthQuantB) + PNG (or RVL) of uint16.
+
+    16UC1: millimetres (rounded), 0 where invalid or beyond ``depth_max``; lossless at 1 mm;
+    the header's parameters are 0 (unused). 32FC1: inverse depth ``trunc(A / d + B)`` with the
+    parameters of :func:`inverse_depth_quantisation`; NaN, <= 0, >= ``depth_max`` and depths too
+    close to fit in 16 bits become 0 (= no measurement).
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(f"depth must be a (H, W) float array of metres, got {depth.shape}")
+    if not (depth_max > 0 and depth_quantization > 0):
+        raise ValueError(
+            f"depth_max {depth_max} and depth_quantization {depth_quantization} must be > 0"
+        )
+    if encoding == "16UC1":
+        values = depth_to_mm(depth)
+        limit = min(int(depth_max * 1000.0), int(np.iinfo(np.uint16).max))
+        values[values > limit] = 0
+        quant_a = quant_b = 0.0
+    elif encoding == "32FC1":
+        quant_a, quant_b = inverse_depth_quantisation(depth_max, depth_quantization)
+        d = depth.astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            inverse = np.float32(quant_a) / d + np.float32(quant_b)
+            keep = (d > 0) & (d < np.float32(depth_max)) & (inverse < 65536.0)
+        values = np.zeros(d.shape, np.uint16)
+        values[keep] = inverse[keep].astype(np.uint16)  # truncation, as the C++ cast
+    else:
+        raise ValueError(f"metres_to_compressed_depth: encoding '{encoding}' (16UC1 or 32FC1)")
+    if compression == "png":
+        ok, payload = cv2.imencode(".png", values, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+        if not ok:
+            raise ValueError(f"cv2.imencode (png) failed on a {values.shape} depth image")
+        payload = payload.tobytes()
+    elif compression == "rvl":
+        rows, cols = values.shape
+        payload = _RVL_SIZE.pack(cols, rows) + rvl_compress(values)
+    else:
+        raise ValueError(f"metres_to_compressed_depth: compression '{compression}' (png or rvl)")
+    data = _DEPTH_HEADER.pack(0, quant_a, quant_b) + payload
+    return _compressed_message(header, f"{encoding}; compressedDepth {compression}", data)
+
+
+# RVL (A. D. Wilson, "Fast Lossless Depth Image Compression", 2017), the layout of
+# compressed_depth_image_transport: 32-bit little-endian words filled with 4-bit nibbles from the
+# most significant end; a value is written in 3-bit groups, least significant first, each
+# nibble's high bit saying "more follows". The stream is, until every pixel is covered: the
+# number of zeros, the number of non-zeros, then each non-zero as the zigzag-coded difference
+# to the previous non-zero pixel (starting from 0).
+_NIBBLE_SHIFTS = np.arange(28, -1, -4, dtype=np.uint32)
+_RVL_MAX_GROUPS = 10  # the reference decoder's 32-bit accumulator holds ten 3-bit groups
+
+
+def rvl_compress(values: np.ndarray) -> bytes:
+    """uint16 pixels (any shape, row-major) -> RVL bytes (without the cols/rows prefix)."""
+    px = np.ascontiguousarray(values, dtype=np.uint16).reshape(-1)
+    if px.size == 0:
+        return b""
+    nonzero = px != 0
+    edges = np.flatnonzero(nonzero[1:] != nonzero[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], edges, [px.size])))
+    if nonzero[0]:
+        runs = np.concatenate(([0], runs))  # every pair starts with a (possibly empty) zero run
+    if runs.size % 2:
+        runs = np.concatenate((runs, [0]))  # trailing zeros: the pair's non-zero count is 0
+    zeros, counts = runs[0::2], runs[1::2]
+    current = px[nonzero].astype(np.int64)
+    delta = current - np.concatenate(([0], current[:-1]))
+    zigzag = np.where(delta >= 0, delta << 1, ((-delta) << 1) - 1)
+    # Interleave: zeros_i, counts_i, then the counts_i values of that run.
+    heads = 2 * np.arange(zeros.size) + np.concatenate(([0], np.cumsum(counts)[:-1]))
+    stream = np.empty(2 * zeros.size + current.size, np.int64)
+    is_value = np.ones(stream.size, bool)
+    is_value[heads] = is_value[heads + 1] = False
+    stream[heads], stream[heads + 1] = zeros, counts
+    stream[is_value] = zigzag
+    # Variable-length code: ceil(bits / 3) nibbles per value (at least one).
+    groups = np.ones(stream.size, np.int64)
+    rest = stream >> 3
+    while rest.any():
+        groups += rest > 0
+        rest >>= 3
+    starts = np.cumsum(groups) - groups
+    which = np.repeat(np.arange(stream.size), groups)
+    index = np.arange(which.size) - starts[which]
+    nibbles = (stream[which] >> (3 * index)) & 7
+    nibbles |= (index < groups[which] - 1).astype(np.int64) << 3
+    padded = np.zeros(-(-nibbles.size // 8) * 8, np.uint32)
+    padded[: nibbles.size] = nibbles
+    words = (padded.reshape(-1, 8) << _NIBBLE_SHIFTS).sum(axis=1, dtype=np.uint32)
+    return words.astype("<u4").tobytes()
+
+
+def rvl_decompress(data: Any, num_pixels: int) -> np.ndarray:
+    """RVL bytes (without the cols/rows prefix) -> ``num_pixels`` uint16 values.
+
+    ValueError when the stream ends early or its run lengths overrun ``num_pixels`` (where the
+    reference decoder would read or write out of bounds).
+    """
+    buf = buffer_of(data)
+    out = np.zeros(num_pixels, np.uint16)
+    if num_pixels == 0:
+        return out
+    padded = np.zeros(-(-buf.size // 4) * 4, np.uint8)
+    padded[: buf.size] = buf
+    words = padded.view("<u4").astype(np.uint32)
+    nibbles = ((words[:, None] >> _NIBBLE_SHIFTS) & 0xF).reshape(-1).astype(np.int64)
+    ends = np.flatnonzero((nibbles & 8) == 0)
+    if ends.size == 0:
+        raise ValueError("RVL data is truncated")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    groups = ends - starts + 1
+    index = np.arange(ends[-1] + 1) - np.repeat(starts, groups)
+    shifted = (nibbles[: ends[-1] + 1] & 7) << (3 * np.minimum(index, _RVL_MAX_GROUPS))
+    stream = np.add.reduceat(shifted, starts)
+    too_long = groups > _RVL_MAX_GROUPS
+    values = stream.tolist()
+    runs_at, runs_len, runs_pixel = [], [], []
+    i, pixel, n = 0, 0, len(values)
+    while pixel < num_pixels:
+        if i + 1 >= n:
+            raise ValueError(f"RVL data is truncated after {pixel} of {num_pixels} pixels")
+        zeros, count = values[i], values[i + 1]
+        if zeros + count > num_pixels - pixel or too_long[i] or too_long[i + 1]:
+            raise ValueError(f"RVL data is corrupt: runs overrun {num_pixels} pixels")
+        if i + 2 + count > n:
+            raise ValueError(f"RVL data is truncated after {pixel + zeros} of {num_pixels} pixels")
+        pixel += zeros
+        if count:
+            runs_at.append(i + 2)
+            runs_len.append(count)
+            runs_pixel.append(pixel)
+        pixel += count
+        i += 2 + count
+    if runs_len:
+        lengths = np.asarray(runs_len, np.int64)
+        offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        step = np.arange(int(lengths.sum())) - offsets
+        value_index = np.repeat(np.asarray(runs_at, np.int64), lengths) + step
+        if too_long[value_index].any():
+            raise ValueError("RVL data is corrupt: a value longer than 30 bits")
+        zigzag = stream[value_index]
+        delta = (zigzag >> 1) ^ -(zigzag & 1)
+        out[np.repeat(np.asarray(runs_pixel, np.int64), lengths) + step] = np.cumsum(delta) & 0xFFFF
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Camera info
 # ---------------------------------------------------------------------------------------------
 
 
-def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """sensor_msgs/CameraInfo (rclpy or rosbags) -> :class:`Intrinsics`.
+# Distortion model names of other writers -> the ROS name with the same equations. The RealSense
+# SDK records its rs2_distortion names; its "Brown Conrady" is OpenCV's / ROS's plumb_bob (and
+# realsense-ros publishes it as such), "Kannala Brandt4" is ROS's equidistant.
+_DISTORTION_ALIASES = {
+    "brown conrady": "plumb_bob",
+    "brown_conrady": "plumb_bob",
+    "kannala brandt4": "equidistant",
+}
 
+
+def _camera_info_field(msg: Any, name: str) -> Any:
+    """A CameraInfo array field by its ROS 2 name (``k``) or its ROS 1 name (``K``)."""
+    value = getattr(msg, name, None)
+    return getattr(msg, name.upper()) if value is None else value
+
+
+def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
+    """sensor_msgs/CameraInfo (rclpy or rosbags, ROS 2 ``k``/``d`` or ROS 1 ``K``/``D``
+    spellings) -> :class:`Intrinsics`.
+
+    The RealSense SDK's distortion name "Brown Conrady" becomes "plumb_bob" (same model).
     Raises ValueError naming the offending field for an uncalibrated camera (K = 0), non-finite
     or non-positive focal lengths, a non-finite principal point or an image size of 0.
     """
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    k = np.asarray(_camera_info_field(msg, "k"), dtype=np.float64).reshape(3, 3)
     frame = msg.header.frame_id
     if k[0, 0] == 0.0 or k[1, 1] == 0.0:
         # REP: "If K[0] == 0.0, the camera is uncalibrated"; back-projection would divide by 0.
@@ -216,8 +704,10 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
         k,
         width=int(msg.width),
         height=int(msg.height),
-        D=np.asarray(msg.d, dtype=np.float64),
-        distortion_model=str(msg.distortion_model),
+        D=np.asarray(_camera_info_field(msg, "d"), dtype=np.float64),
+        distortion_model=_DISTORTION_ALIASES.get(
+            str(msg.distortion_model).strip().lower(), str(msg.distortion_model)
+        ),
         frame_id=str(frame),
     )
 
