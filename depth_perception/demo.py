@@ -5,7 +5,11 @@
 2. the real RGB-D captures of ../shared/data/real_rgbd become a bag too;
 3. each pipeline's node is launched as its own process and both bags are replayed through it over
    DDS; the published depth is scored (ground truth on the synthetic bag, hide-and-seek on the real
-   captures) and reports with figures are written under the output directory.
+   captures) and reports with figures are written under the output directory;
+4. the real recordings of ../shared/data/real_bags (a RealSense SDK bag: ROS 1, depth not
+   registered to colour, 6 fps depth) are read as users' bags are — topics found by role, depth
+   registered into the colour camera, colour paired with the nearest depth within
+   ``REAL_BAG_SLOP_S`` — and replayed the same way (hide-and-seek).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from depth_perception.eval.pipelines import BASELINES, LEARNED, PROMPT_BASELINES
 from depth_perception.eval.report import compare_table
 from depth_perception.io.bag import write_frames_bag, write_sim_bag
 from depth_perception.io.image_folder import find_real_captures, read_image_folder
-from depth_perception.io.recording import bag_info
-from depth_perception.paths import default_model_path
+from depth_perception.io.recording import ReadOptions, bag_info, is_recording
+from depth_perception.paths import REPO_ROOT, default_model_path
 from depth_perception.sim.sequence import SequenceConfig
 
 DATA_DIR = Path("data")
@@ -62,13 +66,32 @@ def real_captures_bag(data_dir: Path = DATA_DIR) -> Path | None:
     return path
 
 
+#: The shared RealSense recording's colour frame is 101.6 ms from its nearest depth frame.
+REAL_BAG_SLOP_S = 0.12
+
+
+def real_recordings() -> list[Path]:
+    """The shared real recordings (``shared/data/real_bags`` in or beside the repository)."""
+    for root in (REPO_ROOT / "shared", REPO_ROOT.parent / "shared"):
+        folder = root / "data" / "real_bags"
+        if folder.is_dir():
+            return sorted(p for p in folder.iterdir() if is_recording(p))
+    return []
+
+
 def _evaluate_bag(
-    bag: Path, out: Path, title: str, pipelines: tuple[str, ...], hidden: bool
+    bag: Path,
+    out: Path,
+    title: str,
+    pipelines: tuple[str, ...],
+    hidden: bool,
+    options: ReadOptions | None = None,
 ) -> dict[str, dict]:
-    total = bag_info(bag).get("frames")
+    options = options or ReadOptions()
+    total = bag_info(bag, options.topics, options.slop_ns).get("frames")
     summaries = {}
     for name in pipelines:
-        frames = chain_bags([bag])  # as `eval-bag`: frames carry the bag's calibration
+        frames = chain_bags([bag], options)  # as `eval-bag`: frames carry the calibration
         if hidden:
             frames = hide_and_seek(frames, seed=0)
         cfg = EvalConfig(pipeline=name, mode="dds", figure_every=5)
@@ -124,6 +147,32 @@ def run_demo(out: str | Path = "out/demo", n_frames: int = 20) -> Path:
         print(table)
     else:
         sections.append("## Real captures\n\nnot found (set DEPTH_PERCEPTION_REAL_RGBD)\n")
+
+    options = ReadOptions(slop_ns=int(REAL_BAG_SLOP_S * 1e9))
+    for recording in real_recordings():
+        info = bag_info(recording, slop_ns=options.slop_ns)
+        print(
+            f"replaying the real recording {recording.name} ({info.get('layout')}; "
+            f"{info['frames']} frame(s) within {REAL_BAG_SLOP_S} s; registration: "
+            f"{info.get('registration') or 'none needed'}) ..."
+        )
+        scores = _evaluate_bag(
+            recording,
+            out / "recordings" / recording.stem,
+            f"Real recording {recording.name} (hide-and-seek)",
+            learned + BASELINES,
+            hidden=True,
+            options=options,
+        )
+        table = compare_table(scores, list(HIDE_AND_SEEK_METRICS))
+        roles = "\n".join(f"- {role}: `{topic}`" for role, topic in info["roles"].items())
+        sections.append(
+            f"## Real recording `{recording.name}` ({info.get('layout')}, hide-and-seek)\n\n"
+            f"Topics found by role:\n{roles}\n\nRegistration: "
+            f"{info.get('registration') or 'none needed'}. Pairing: {info['pairing']}.\n\n"
+            f"{table}\n"
+        )
+        print(table)
 
     figures = sorted(out.glob("*/*/figures/*.png"))
     figure_links = "\n".join(f"- [{p.relative_to(out)}]({p.relative_to(out)})" for p in figures)
