@@ -9,13 +9,11 @@ connection carries its full message definition and RIHS01 type hash, our own
 ``depth_perception_msgs`` types included, so ``ros2 bag``, Foxglove and rosbags can decode the
 bag without our package installed.
 
-Reading uses ``rosbags.highlevel.AnyReader`` (sqlite3 and MCAP alike) and the duck-typed
-decoders of :mod:`depth_perception.ros.conversions`. Colour, depth, camera_info and ground truth
-are paired by header stamp: exact stamps pair at distance 0; bags recorded from real drivers,
-whose colour and depth stamps differ by a few milliseconds, pair to the nearest stamp within
-``slop_ns``. The reader streams: it holds only the messages still waiting for partners.
+Reading (any recording, ours or a driver's) lives in :mod:`depth_perception.io.recording`; this
+module keeps the low-level reader helpers it uses (:func:`_open_reader`, checksums, decoding
+errors as :class:`BagReadError`).
 
-Topic layout (:class:`BagTopics` defaults, the nodes' inputs under ``/camera``):
+Topic layout written (:class:`BagTopics` defaults, the nodes' inputs under ``/camera``):
 
 - ``/camera/rgb/image_rect_color``: sensor_msgs/Image, rgb8;
 - ``/camera/rgb/camera_info``: sensor_msgs/CameraInfo of the colour camera;
