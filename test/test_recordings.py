@@ -354,3 +354,18 @@ def test_training_extract_reads_ros1_and_compressed_recordings(tmp_path):
     write_variant(root / "b", frames, COLOUR, colour="png", depth="32FC1", storage="mcap")
     report = extract([root], ExtractConfig(out=tmp_path / "shards", shard_size=4, progress=False))
     assert sorted(report.done) == ["a_bag", "b"] and report.frames == 6 and not report.failed
+
+
+@needs_d435
+def test_bag_info_prints_roles_and_why_no_frames(capsys):
+    assert cli(["bag-info", str(D435)]) == 0
+    out = capsys.readouterr().out
+    assert "layout:    RealSense SDK recording" in out
+    assert "depth        /device_0/sensor_0/Depth_0/image/data" in out and "6.0 Hz" in out
+    assert "registered into the colour camera with /device_0/sensor_1/Color_0/tf/0" in out
+    assert "frames:    0" in out and "--slop 0.12" in out
+    assert cli(["bag-info", str(D435), "--slop", "0.12", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 1 and len(info["topics"]) == 70  # every topic of the bag
+    assert cli(["bag-info", str(D435), "--topic", "depth=/nope"]) == 2
+    assert "depth=/nope: no such topic" in capsys.readouterr().err
