@@ -8,76 +8,20 @@ Parameters live in config/depth_fill.yaml (override with params_file:=...). `use
 overrides the file only when given on the command line (its default, empty, keeps the file's).
 """
 
-from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
-
-# Node parameters that launch arguments may override; empty = not given = keep the params file.
-OVERRIDES = ("use_sim_time",)
+from depth_perception.ros.launch_description import node_launch_description
 
 
-def _given(context: LaunchContext, names: tuple[str, ...]) -> dict[str, LaunchConfiguration]:
-    """The named launch arguments the user set. Values stay substitutions so launch_ros parses
-    them as YAML (use_sim_time:=true becomes a bool, as the node expects)."""
-    arguments = {name: LaunchConfiguration(name) for name in names}
-    return {name: value for name, value in arguments.items() if value.perform(context)}
-
-
-def _node(context: LaunchContext) -> list[Node]:
-    arg = LaunchConfiguration
-    overrides = _given(context, OVERRIDES)
-    return [
-        Node(
-            package="depth_perception",
-            executable="depth_fill_node",
-            namespace=arg("namespace"),
-            # the file first, then only what the command line set (nothing: the file alone)
-            parameters=[arg("params_file"), overrides] if overrides else [arg("params_file")],
-            remappings=[
-                ("rgb/image_rect_color", arg("rgb_topic")),
-                ("depth_registered/image_rect", arg("depth_topic")),
-                ("rgb/camera_info", arg("camera_info_topic")),
-            ],
-            output="screen",
-        )
-    ]
-
-
-def generate_launch_description() -> LaunchDescription:
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(
-                "namespace",
-                default_value="camera",
-                description="namespace of the node and its topics",
-            ),
-            DeclareLaunchArgument(
-                "params_file",
-                default_value=PathJoinSubstitution(
-                    [FindPackageShare("depth_perception"), "config", "depth_fill.yaml"]
-                ),
-                description="YAML file with the node's parameters",
-            ),
-            DeclareLaunchArgument(
-                "use_sim_time",
-                default_value="",
-                description="true|false; empty: the params file's value (false if unset)",
-            ),
-            DeclareLaunchArgument(
-                "rgb_topic", default_value="rgb/image_rect_color", description="colour image topic"
-            ),
-            DeclareLaunchArgument(
+def generate_launch_description():
+    return node_launch_description(
+        "depth_fill_node",
+        "depth_fill.yaml",
+        topics=[
+            ("rgb_topic", "rgb/image_rect_color", "colour image topic"),
+            (
                 "depth_topic",
-                default_value="depth_registered/image_rect",
-                description="depth image topic (sensor depth or projected sparse depth)",
+                "depth_registered/image_rect",
+                "depth image topic (sensor depth or projected sparse depth)",
             ),
-            DeclareLaunchArgument(
-                "camera_info_topic",
-                default_value="rgb/camera_info",
-                description="camera_info topic of the colour camera",
-            ),
-            OpaqueFunction(function=_node),
-        ]
+            ("camera_info_topic", "rgb/camera_info", "camera_info topic of the colour camera"),
+        ],
     )
