@@ -1,4 +1,5 @@
-"""Shared pieces of the node tests: a small synthetic frame and a subscriber to every output."""
+"""Shared pieces of the node tests: a small synthetic frame, a subscriber to every output and a
+node process run with them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_from_mm, depth_to_mm
 from depth_perception.io.frames import RGBDFrame
 from depth_perception.ros.qos import reliable_qos
+
+#: A completion node's outputs (topic -> type), each collected by a default Collector.
+COMPLETION_OUTPUTS = {
+    "depth_completed/image": Image,
+    "depth_completed/image_mm": Image,
+    "depth_completed/points": PointCloud2,
+    "depth_completed/camera_info": CameraInfo,
+    "depth_completed/confidence": Image,
+    "depth_completed/status": CompletionStatus,
+}
+#: The outputs a completion node publishes whatever its parameters: published = it is up.
+COMPLETION_ALWAYS = (
+    "depth_completed/image",
+    "depth_completed/camera_info",
+    "depth_completed/status",
+)
 
 W, H = 64, 48
 INTR = Intrinsics(W, H, fx=50.0, fy=52.0, cx=31.5, cy=23.0, frame_id="cam_color_optical_frame")
@@ -39,25 +56,28 @@ def make_frame(i: int, seed: int = 0) -> RGBDFrame:
 
 
 class Collector:
-    """Subscribes to every output of a completion node in its own context."""
+    """Subscribes to every output of a node (a completion node's unless ``outputs`` names
+    others) and /diagnostics, in its own context.
 
-    def __init__(self, namespace: str) -> None:
+    ``ready``: the outputs whose publishers show that the node is up. Publishers a subclass
+    adds to ``inputs`` (a driver's, feeding the node) must have the node subscribed too."""
+
+    def __init__(
+        self,
+        namespace: str,
+        outputs: dict[str, type] = COMPLETION_OUTPUTS,
+        ready: tuple[str, ...] = COMPLETION_ALWAYS,
+    ) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("collector", namespace=namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.ready = ready
+        self.inputs: list = []
         self.msgs: dict[str, list] = {}
         qos = reliable_qos(depth=50)
-        for topic, kind in [
-            ("depth_completed/image", Image),
-            ("depth_completed/image_mm", Image),
-            ("depth_completed/points", PointCloud2),
-            ("depth_completed/camera_info", CameraInfo),
-            ("depth_completed/confidence", Image),
-            ("depth_completed/status", CompletionStatus),
-            ("/diagnostics", DiagnosticArray),
-        ]:
+        for topic, kind in {**outputs, "/diagnostics": DiagnosticArray}.items():
             self.msgs[topic] = []
             self.node.create_subscription(kind, topic, self.msgs[topic].append, qos)
 
@@ -69,15 +89,18 @@ class Collector:
             self.executor.spin_once(timeout_sec=0.02)
         return predicate()
 
-    def wait_for_publishers(
-        self,
-        topics=("depth_completed/image", "depth_completed/camera_info", "depth_completed/status"),
-        timeout: float = 20.0,
-    ) -> bool:
-        """Until the outputs have publishers in the graph (then a short settle, so the first
-        result published after this is not lost to unfinished endpoint matching)."""
-        names = [self.node.resolve_topic_name(t) for t in topics]
-        ok = self.spin_until(lambda: all(self.node.count_publishers(n) > 0 for n in names), timeout)
+    def wait_for_publishers(self, topics: tuple[str, ...] | None = None, timeout: float = 20.0):
+        """Until the outputs (``ready`` unless given) have publishers in the graph and the node
+        subscribes to ``inputs``, then a short settle, so the first result published after
+        this is not lost to unfinished endpoint matching. False if that never came."""
+        names = [self.node.resolve_topic_name(t) for t in topics or self.ready]
+        ok = self.spin_until(
+            lambda: (
+                all(self.node.count_publishers(n) > 0 for n in names)
+                and all(p.get_subscription_count() > 0 for p in self.inputs)
+            ),
+            timeout,
+        )
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=0.02)
@@ -98,11 +121,23 @@ def by_stamp(msgs, stamp_ns):
 
 
 @contextmanager
-def running_node(executable: str, config: str, namespace: str, log, parameters=None, timeout=20.0):
-    """A node process launched like `ros2 run` with the package's config, plus a ReplayClient
-    and a Collector on its namespace, both connected; yields (node, client, collector).
+def running_node(
+    executable: str,
+    config: str,
+    namespace: str,
+    log,
+    parameters=None,
+    timeout=20.0,
+    collector: Collector | None = None,
+):
+    """A node process launched like `ros2 run` with the package's config, and on its namespace
+    a Collector, connected; yields (node, client, collector).
 
-    On exit everything is closed and the node must have shut down cleanly (exit code 0)."""
+    Without ``collector`` the node is a completion node: a Collector of its outputs and a
+    ReplayClient feeding its inputs (the client) are made. Another node brings a Collector of
+    its own outputs, made beforehand (with publishers of its inputs in ``inputs``); client is
+    then None. On exit everything is closed and the node must have shut down cleanly (exit
+    code 0)."""
     from depth_perception.paths import config_file
     from depth_perception.ros.launcher import NodeProcess
     from depth_perception.ros.replay import ReplayClient
@@ -114,14 +149,15 @@ def running_node(executable: str, config: str, namespace: str, log, parameters=N
         parameters=parameters or {},
         log_path=log,
     ).start()
-    collector = Collector(namespace)
-    client = ReplayClient(namespace)
+    client = None if collector else ReplayClient(namespace)
+    collector = collector or Collector(namespace)
     try:
-        assert client.wait_for_node(timeout), log.read_text()
-        assert collector.wait_for_publishers(), log.read_text()
+        assert client is None or client.wait_for_node(timeout), log.read_text()
+        assert collector.wait_for_publishers(timeout=timeout), log.read_text()
         yield node, client, collector
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         collector.close()
         code = node.stop()
     assert code == 0, log.read_text()  # SIGINT -> clean shutdown

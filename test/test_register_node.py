@@ -3,15 +3,11 @@ camera_info as a driver publishes them, its output compared with core.registrati
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
+from node_harness import Collector, by_stamp, running_node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -45,6 +41,8 @@ COLOUR_K = Intrinsics(640, 480, 613.20, 613.42, 319.94, 239.18, frame_id=COLOUR_
 POSE = [0.0143, 0.0006, 0.0006, -0.0000532, 0.00646, 0.00515, 0.99997]  # x y z qx qy qz qw
 T_PARAM = quaternion_to_matrix(POSE[:3], POSE[3:])
 STAMP0 = 1_700_000_000_000_000_000
+INPUTS = ("depth/image_rect", "depth/camera_info", "rgb/camera_info")
+OUTPUTS = ("depth_registered/image_rect", "depth_registered/camera_info")
 
 
 def _depth_mm(seed: int) -> np.ndarray:
@@ -57,60 +55,28 @@ def _depth_mm(seed: int) -> np.ndarray:
     return np.round(depth * 1000).astype(np.uint16)
 
 
-class Driver:
+class Driver(Collector):
     """A camera driver stand-in (depth + both camera_infos) that also collects the node's output,
     in an rclpy context of its own."""
 
     def __init__(self, namespace: str, info_qos=None) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("driver", namespace=namespace, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        outputs = {OUTPUTS[0]: Image, OUTPUTS[1]: CameraInfo}
+        super().__init__(namespace, outputs, ready=OUTPUTS[:1])
         info_qos = info_qos or reliable_qos(10)
-        self.pub_depth = self.node.create_publisher(Image, "depth/image_rect", reliable_qos(10))
-        self.pub_depth_info = self.node.create_publisher(CameraInfo, "depth/camera_info", info_qos)
-        self.pub_colour_info = self.node.create_publisher(CameraInfo, "rgb/camera_info", info_qos)
-        self.depth: list[Image] = []
-        self.info: list[CameraInfo] = []
-        self.diagnostics: list = []
-        qos = reliable_qos(50)
-        self.node.create_subscription(Image, "depth_registered/image_rect", self.depth.append, qos)
-        self.node.create_subscription(
-            CameraInfo, "depth_registered/camera_info", self.info.append, qos
-        )
-        self.node.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            lambda msg: self.diagnostics.extend(
-                s for s in msg.status if s.name.startswith(f"{EXECUTABLE}: ")
-            ),
-            qos,
-        )
+        self.pub_depth = self.node.create_publisher(Image, INPUTS[0], reliable_qos(10))
+        self.pub_depth_info = self.node.create_publisher(CameraInfo, INPUTS[1], info_qos)
+        self.pub_colour_info = self.node.create_publisher(CameraInfo, INPUTS[2], info_qos)
+        self.inputs = [self.pub_depth, self.pub_depth_info, self.pub_colour_info]
 
-    def spin_until(self, predicate, timeout: float = 15.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    def connect(self, timeout: float = 30.0) -> bool:
-        """Until the node subscribes to our topics and publishes its outputs, then settle."""
-        output = self.node.resolve_topic_name("depth_registered/image_rect")
-        ok = self.spin_until(
-            lambda: (
-                all(
-                    p.get_subscription_count() > 0
-                    for p in (self.pub_depth, self.pub_depth_info, self.pub_colour_info)
-                )
-                and self.node.count_publishers(output) > 0
-            ),
-            timeout,
-        )
-        self.spin_until(lambda: False, 0.5)
-        return ok
+    @property
+    def diagnostics(self) -> list:
+        """The node's statuses on /diagnostics so far."""
+        return [
+            s
+            for array in self.msgs["/diagnostics"]
+            for s in array.status
+            if s.name.startswith(f"{EXECUTABLE}: ")
+        ]
 
     def publish_infos(self, depth_k: Intrinsics | None = DEPTH_K, colour_k=COLOUR_K) -> None:
         for pub, intr in ((self.pub_depth_info, depth_k), (self.pub_colour_info, colour_k)):
@@ -124,11 +90,9 @@ class Driver:
         self.pub_depth.publish(numpy_to_image(image, encoding, header))
 
     def output(self, stamp_ns: int, timeout: float = 15.0) -> tuple[Image, CameraInfo]:
-        def find(msgs):
-            return next((m for m in msgs if stamp_to_ns(m.header.stamp) == stamp_ns), None)
-
-        self.spin_until(lambda: find(self.depth) and find(self.info), timeout)
-        return find(self.depth), find(self.info)
+        depth, info = (self.msgs[topic] for topic in OUTPUTS)
+        self.spin_until(lambda: by_stamp(depth, stamp_ns) and by_stamp(info, stamp_ns), timeout)
+        return by_stamp(depth, stamp_ns), by_stamp(info, stamp_ns)
 
     def status(self, level: int, says: str, timeout: float = 10.0):
         def find():
@@ -139,38 +103,26 @@ class Driver:
         self.spin_until(find, timeout)
         return find()
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
-
-@contextmanager
 def running_register_node(namespace: str, log, parameters: dict, driver: Driver | None = None):
-    """The node as its own process with the package's config (like `ros2 run`), and a Driver
-    connected to it; on exit the node must shut down cleanly."""
-    node = NodeProcess(
+    """The node as its own process with the package's config (like `ros2 run`) and a Driver
+    connected to it; yields (node, None, driver). On exit the node must shut down cleanly."""
+    return running_node(
         EXECUTABLE,
-        params_file=config_file("depth_register.yaml"),
-        namespace=namespace,
-        parameters={"diagnostics_period": 0.2, **parameters},
-        log_path=log,
-    ).start()
-    driver = driver or Driver(namespace)
-    try:
-        assert driver.connect(), log.read_text()
-        yield node, driver
-    finally:
-        driver.close()
-        code = node.stop()
-    assert code == 0, log.read_text()
+        "depth_register.yaml",
+        namespace,
+        log,
+        {"diagnostics_period": 0.2, **parameters},
+        timeout=30.0,
+        collector=driver or Driver(namespace),
+    )
 
 
 @pytest.fixture(scope="module")
 def param_node(tmp_path_factory):
     log = tmp_path_factory.mktemp("register") / "node.log"
     namespace = f"/register_test_{id(object()) % 100000}"
-    with running_register_node(namespace, log, {"colour_T_depth": POSE}) as (node, driver):
+    with running_register_node(namespace, log, {"colour_T_depth": POSE}) as (node, _, driver):
         driver.publish_infos()  # once, as a latched driver or a recording does
         yield node, driver, log
 
@@ -227,6 +179,18 @@ def test_bad_input_is_reported_and_the_node_keeps_registering(param_node):
     driver.publish_depth(np.zeros((H, W, 3), np.uint8), "rgb8", STAMP0 + 10)
     status = driver.status(ERROR, "unsupported depth encoding 'rgb8'")
     assert status is not None, [(level_name(s.level), s.message) for s in driver.diagnostics]
+    # sizes checked before decoding: an empty image, and one claiming 10^10 pixels (no data)
+    for width, height, says in (
+        (W, 0, f"depth image is {W}x0"),
+        (10**5, 10**5, "= 10000000000 pixels, more than max_input_pixels = 2500000"),
+    ):
+        header = Header(stamp=ns_to_stamp(STAMP0 + 13), frame_id=DEPTH_FRAME)
+        driver.pub_depth.publish(
+            Image(header=header, width=width, height=height, encoding="16UC1", step=2 * width)
+        )
+        status = driver.status(ERROR, says)
+        assert status is not None, [(level_name(s.level), s.message) for s in driver.diagnostics]
+        assert "errors_depth" in {v.key for v in status.values}
     # an unrectified colour camera
     distorted = replace(COLOUR_K, D=(0.09, -0.18, 0.0, 0.0, 0.0))
     driver.publish_infos(depth_k=None, colour_k=distorted)
@@ -265,7 +229,7 @@ def test_calibration_file_and_camera_info_published_once_before_the_node_started
     driver = Driver(namespace, info_qos=latched_qos())
     driver.publish_infos(depth_k=None)
     parameters = {"calibration_file": str(path), "camera_info_qos": "latched"}
-    with running_register_node(namespace, log, parameters, driver) as (node, driver):
+    with running_register_node(namespace, log, parameters, driver) as (node, _, driver):
         driver.publish_depth(_depth_mm(4), "16UC1", STAMP0 + 20)
         waiting = driver.status(WARN, "waiting for camera_info")
         assert waiting is not None, log.read_text()

@@ -58,17 +58,16 @@ from depth_perception.engines.base import CompletionEngine, CompletionResult
 from depth_perception.ros.conversions import (
     CvBridgeError,
     camera_info_to_intrinsics,
-    compressed_image_size,
     depth_image_to_metres,
     depth_to_pointcloud2,
     image_to_rgb,
     intrinsics_to_camera_info,
-    is_compressed_image,
     metres_to_compressed_depth,
     metres_to_depth_image,
     stamp_to_ns,
 )
 from depth_perception.ros.diagnostics import OK, DiagnosticsReporter
+from depth_perception.ros.dropped_frames import DroppedFrames, FrameRejected, check_image_size
 from depth_perception.ros.qos import reliable_qos, sensor_data_qos
 from depth_perception.ros.stamps import StampMonitor
 from depth_perception.ros.sync import SyncedSubscriptions
@@ -78,9 +77,6 @@ OUTPUT_PREFIX = "depth_completed"
 #: Transports each image input accepts (image_transport's names; the topic suffix is the name).
 RGB_TRANSPORTS = ("raw", "compressed")
 DEPTH_TRANSPORTS = ("raw", "compressed", "compressedDepth")
-#: A compressed image larger than this many bytes per allowed pixel is rejected undecoded (JPEG
-#: and PNG of 8-bit RGB stay well below 8 bytes per pixel even on noise).
-MAX_COMPRESSED_BYTES_PER_PIXEL = 8
 
 
 def transport_topic(node: Node, base_topic: str, transport: str) -> str:
@@ -89,14 +85,6 @@ def transport_topic(node: Node, base_topic: str, transport: str) -> str:
     if transport == "raw":
         return base_topic
     return f"{node.resolve_topic_name(base_topic)}/{transport}"
-
-
-class FrameRejected(ValueError):
-    """A synchronized frame that cannot be processed; ``kind`` names the faulty input."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class NodeStartupError(RuntimeError):
@@ -216,8 +204,7 @@ class DepthCompletionNode(Node):
         )
         self._processed = 0
         self._skipped = 0
-        self._input_errors = 0
-        self._errors_by_kind: dict[str, int] = {}
+        self._dropped = DroppedFrames(self.diagnostics)
         self._blind_frames = 0
         self._out_of_range_px = 0
         self._stamps = StampMonitor()
@@ -273,56 +260,16 @@ class DepthCompletionNode(Node):
         try:
             self._process(frame)
         except (ValueError, CvBridgeError) as exc:  # malformed or unsupported input
-            self._reject(getattr(exc, "kind", "input"), f"bad input frame dropped: {exc}")
+            self._dropped.report(getattr(exc, "kind", "input"), f"bad input frame dropped: {exc}")
         except Exception as exc:  # keep serving the next frame whatever the engine did
             self.get_logger().error(traceback.format_exc(), throttle_duration_sec=10.0)
-            self._reject("engine", f"processing failed: {type(exc).__name__}: {exc}")
-
-    def _reject(self, kind: str, message: str) -> None:
-        self._input_errors += 1
-        self._errors_by_kind[kind] = self._errors_by_kind.get(kind, 0) + 1
-        self.diagnostics.error(
-            message,
-            kind=kind,
-            input_errors=self._input_errors,
-            **{f"errors_{k}": n for k, n in self._errors_by_kind.items()},
-        )
+            self._dropped.report("engine", f"processing failed: {type(exc).__name__}: {exc}")
 
     # -- processing --------------------------------------------------------------------------
-    def _check_image_size(self, msg: Image | CompressedImage, what: str) -> None:
-        """Before decoding: an empty image or one beyond ``max_input_pixels`` is rejected.
-
-        A CompressedImage's size is read from its PNG / JPEG / RVL headers, after its byte
-        count is checked against ``MAX_COMPRESSED_BYTES_PER_PIXEL``: an oversized image is
-        never decompressed (a small PNG can claim gigapixels)."""
-        if is_compressed_image(msg):
-            size = len(msg.data)
-            limit = self._max_pixels * MAX_COMPRESSED_BYTES_PER_PIXEL
-            if size > limit:
-                raise FrameRejected(
-                    what,
-                    f"compressed {what} image has {size} bytes, more than {limit} "
-                    f"({MAX_COMPRESSED_BYTES_PER_PIXEL} per pixel of max_input_pixels)",
-                )
-            try:
-                width, height = compressed_image_size(msg)
-            except ValueError as exc:
-                raise FrameRejected(what, f"{what} image: {exc}") from None
-        else:
-            width, height = int(msg.width), int(msg.height)
-        if width <= 0 or height <= 0:
-            raise FrameRejected(what, f"{what} image is {width}x{height}")
-        if width * height > self._max_pixels:
-            raise FrameRejected(
-                what,
-                f"{what} image is {width}x{height} = {width * height} pixels, more than "
-                f"max_input_pixels = {self._max_pixels}",
-            )
-
     def _decode(self, frame: _SyncedFrame) -> tuple[np.ndarray, np.ndarray, Intrinsics, int]:
         """(rgb, depth in metres, intrinsics of the depth image, out-of-range pixel count)."""
-        self._check_image_size(frame.depth, "depth")
-        self._check_image_size(frame.rgb, "colour")
+        check_image_size(frame.depth, "depth", self._max_pixels)
+        check_image_size(frame.rgb, "colour", self._max_pixels)
         try:
             depth = depth_image_to_metres(frame.depth)
         except (ValueError, CvBridgeError) as exc:
@@ -438,7 +385,7 @@ class DepthCompletionNode(Node):
             frames_processed=self._processed,
             frames_skipped=self._skipped,
             messages_unmatched=stats.total_unmatched,
-            input_errors=self._input_errors,
+            input_errors=self._dropped.total,
             blind_frames=self._blind_frames,
             out_of_range_pixels=self._out_of_range_px,
             **self._stamps.counters(),

@@ -42,7 +42,7 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_to_mm, valid_ratio
 from depth_perception.core.registration import register_depth, registration_needed
 from depth_perception.io.calibration import Calibration, load_calibration, quaternion_to_matrix
-from depth_perception.ros.completion_node import FrameRejected, NodeStartupError
+from depth_perception.ros.completion_node import NodeStartupError
 from depth_perception.ros.conversions import (
     CvBridgeError,
     camera_info_to_intrinsics,
@@ -52,6 +52,7 @@ from depth_perception.ros.conversions import (
     numpy_to_image,
 )
 from depth_perception.ros.diagnostics import DiagnosticsReporter
+from depth_perception.ros.dropped_frames import DroppedFrames, FrameRejected, check_image_size
 from depth_perception.ros.qos import qos_by_name, reliable_qos, sensor_data_qos
 from depth_perception.ros.spin import spin_node
 
@@ -129,8 +130,6 @@ class DepthRegisterNode(Node):
         self._colour_info: CameraInfo | None = None
         self._reason_logged: object = _NOT_YET  # the registration_needed() reason last logged
         self._registered = 0
-        self._input_errors = 0
-        self._errors_by_kind: dict[str, int] = {}
         out_qos = reliable_qos(depth=5)
         self._pub_depth = self.create_publisher(Image, OUTPUT_TOPICS[0], out_qos)
         self._pub_info = self.create_publisher(CameraInfo, OUTPUT_TOPICS[1], out_qos)
@@ -140,6 +139,7 @@ class DepthRegisterNode(Node):
             hardware_id=self.get_namespace(),
             period_s=float(p("diagnostics_period").value),
         )
+        self._dropped = DroppedFrames(self.diagnostics)
         self.create_subscription(CameraInfo, INPUT_TOPICS[1], self._on_depth_info, info_qos)
         self.create_subscription(CameraInfo, INPUT_TOPICS[2], self._on_colour_info, info_qos)
         self.create_subscription(
@@ -167,15 +167,7 @@ class DepthRegisterNode(Node):
             self._reject("registration", f"registration failed: {type(exc).__name__}: {exc}")
 
     def _reject(self, kind: str, message: str) -> None:
-        self._input_errors += 1
-        self._errors_by_kind[kind] = self._errors_by_kind.get(kind, 0) + 1
-        self.diagnostics.error(
-            message,
-            kind=kind,
-            frames_registered=self._registered,
-            input_errors=self._input_errors,
-            **{f"errors_{k}": n for k, n in self._errors_by_kind.items()},
-        )
+        self._dropped.report(kind, message, frames_registered=self._registered)
 
     # -- processing ----------------------------------------------------------------------------
     def _lookup(self, colour_frame: str, depth_frame: str, startup: bool = False) -> np.ndarray:
@@ -234,13 +226,7 @@ class DepthRegisterNode(Node):
                 frames_registered=self._registered,
             )
             return
-        width, height = int(msg.width), int(msg.height)
-        if width <= 0 or height <= 0 or width * height > self._max_pixels:
-            raise FrameRejected(
-                "depth",
-                f"depth image is {width}x{height} (must be non-empty and at most "
-                f"max_input_pixels = {self._max_pixels} pixels)",
-            )
+        width, height = check_image_size(msg, "depth", self._max_pixels)
         encoding = str(msg.encoding)
         try:
             depth = depth_image_to_metres(msg)
@@ -281,7 +267,7 @@ class DepthRegisterNode(Node):
         self.diagnostics.ok(
             "registering depth" if reason else "depth already registered: passed through",
             frames_registered=self._registered,
-            input_errors=self._input_errors,
+            input_errors=self._dropped.total,
             registration=reason or "not needed",
             extrinsic=self._source,
             input_valid_ratio=f"{valid_ratio(depth):.3f}",
