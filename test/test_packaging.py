@@ -18,8 +18,6 @@ PACKAGE = "depth_perception"
 ROSDEP_ALIASES = {"cv2": "python3-opencv", "yaml": "python3-yaml"}
 # package.xml dependencies no module of depth_perception/ imports, and why they are there.
 NOT_IMPORTED = {
-    "launch": "launch/*.launch.py",
-    "launch_ros": "launch/*.launch.py",
     "python3-pytest": "the tests",
 }
 

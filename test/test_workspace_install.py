@@ -36,14 +36,16 @@ def workspace(tmp_path_factory):
 def test_nodes_cli_and_share_files_are_installed_where_ros2_looks(workspace):
     lib = workspace / "lib" / "depth_perception"
     assert {p.name for p in lib.iterdir()} >= {
-        "depth_fill_node", "rgbd_completion_node", "depth-perception"
+        "depth_fill_node", "rgbd_completion_node", "depth_register_node", "depth-perception"
     }  # fmt: skip
     share = workspace / "share" / "depth_perception"
     for rel in (
         "package.xml",
         "launch/rgbd_completion.launch.py",
         "launch/depth_fill.launch.py",
+        "launch/depth_register.launch.py",
         "config/rgbd_completion.yaml",
+        "config/depth_register.yaml",
         "config/depth_fill.yaml",
         "models/lingbot_depth_small/model.safetensors",
     ):
@@ -52,6 +54,8 @@ def test_nodes_cli_and_share_files_are_installed_where_ros2_looks(workspace):
     site = workspace / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     installed = {p.name for p in (site / "site-packages").iterdir()}
     assert "depth_perception" in installed and "training" not in installed
+    # the launch files' shared builder is part of the installed package
+    assert (site / "site-packages/depth_perception/ros/launch_description.py").is_file()
 
 
 def test_installed_package_finds_its_config_and_model_and_runs(workspace):
