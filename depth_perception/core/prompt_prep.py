@@ -127,7 +127,7 @@ def fit_scale_shift(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = N
 
 def _knn(points: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest ``points`` (n, 2) of every query (q, 2): indices (q, k) int64 and
-    Euclidean distances (q, k) float64, nearest first (open3d's nanoflann KD-tree)."""
+    squared Euclidean distances (q, k) float64, nearest first (open3d's nanoflann KD-tree)."""
     from open3d.core import Tensor
     from open3d.core.nns import NearestNeighborSearch
 
@@ -136,7 +136,7 @@ def _knn(points: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
     if not search.knn_index():
         raise RuntimeError("open3d could not build the KD-tree index")
     idx, dist2 = search.knn_search(Tensor(np.ascontiguousarray(queries, dtype=np.float32)), k)
-    return idx.numpy().astype(np.int64), np.sqrt(dist2.numpy().astype(np.float64))
+    return idx.numpy().astype(np.int64), dist2.numpy().astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -210,21 +210,22 @@ def align_prompt(prior_depth: np.ndarray, prompt: np.ndarray, k: int = PDSA_K) -
         kk = min(int(k), n_fit)
         fv, fu = np.divmod(np.flatnonzero(fit_px), w)
         qv, qu = np.divmod(query, w)
-        idx, dist = _knn(np.stack([fu, fv], 1), np.stack([qu, qv], 1), kk)
+        idx, dist2 = _knn(np.stack([fu, fv], 1), np.stack([qu, qv], 1), kk)
         # (kk, q) layout: every reduction runs over contiguous rows of q values.
         idx = idx.T
         xs = x[fit_px][idx]  # neighbours' prior disparities
         ys = y[fit_px][idx]  # neighbours' prompt disparities
-        inv = 1.0 / dist.T  # query pixels are not prompt pixels: dist >= 1
-        wn = inv / inv.sum(axis=0)
-        a = wn * wn  # least-squares weights of the row-weighted system
+        # Least-squares weights of the row-weighted system: w_i^2 = (1/d_i)^2 / (sum 1/d)^2.
+        # The fit does not change when all of a pixel's weights are scaled: use 1 / d_i^2
+        # (query pixels are not prompt pixels, so d_i >= 1).
+        a = 1.0 / dist2.T
         s0 = a.sum(axis=0)
         mx = (a * xs).sum(axis=0) / s0
         my = (a * ys).sum(axis=0) / s0
         xc = xs - mx
         vxx = (a * xc * xc).sum(axis=0)
         cxy = (a * xc * (ys - my)).sum(axis=0)
-        msq = (a * xs * xs).sum(axis=0)
+        msq = vxx + s0 * mx * mx  # sum(a x^2)
         determined = vxx > DEGENERATE_RTOL * msq
         scale = np.where(determined, cxy / np.where(determined, vxx, 1.0), 0.0)
         ok = determined & (scale > 0)
