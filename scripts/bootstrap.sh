@@ -21,7 +21,7 @@ pip_install() {
   "$PY" -m pip install -q "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 }
 
-# 1. Debian packages: open3d-cpu needs libusb; cmake/g++ build the interface package.
+# 1. Debian packages: open3d-cpu needs libusb; cmake/g++ build the interface packages.
 apt_needed=()
 for pkg in libusb-1.0-0 cmake g++ make; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_needed+=("$pkg")
@@ -49,7 +49,9 @@ if [ "$(cat "$VENV/.stamp-requirements" 2>/dev/null)" != "$req_stamp" ]; then
   pip_install "$(grep -E '^torch==' requirements-ml.txt)"
   pip_install -r requirements.txt
   echo "$req_stamp" > "$VENV/.stamp-requirements"
-  rm -f "$VENV/.stamp-msgs"  # new wheels may have reset the CMake exports patched below
+  # new wheels may have reset the CMake exports patched below
+  rm -f "$VENV/.stamp-msgs"
+  [ ! -f "$VENV/.stamp-tf2-msgs" ] || echo rebuild > "$VENV/.stamp-tf2-msgs"
 fi
 
 # 3. The ROS wheels' CMake exports name their build machine's Python and numpy include dirs;
@@ -63,23 +65,40 @@ if [ ${#exports[@]} -gt 0 ]; then
          -e "s#/opt/python/cp311-cp311/include/python3.11#${py_inc}#g" "${exports[@]}"
 fi
 
-# 4. Build the interface package msg/ (depth_perception_msgs) and install it into the venv
-#    prefix, which is this environment's ROS underlay (ament index, libs, Python modules).
-msg_stamp="$(find msg -type f | sort | xargs cat | sha256sum | cut -c1-16)"
-if [ "$(cat "$VENV/.stamp-msgs" 2>/dev/null)" != "$msg_stamp" ] \
-   || ! "$PY" -c 'import depth_perception_msgs.msg' 2>/dev/null; then
-  log "building msg/ (depth_perception_msgs) with colcon"
+# 4. Interface packages, built with colcon/rosidl into the venv prefix, which is this
+#    environment's ROS underlay (ament index, libs, Python modules).
+colcon_build() {  # colcon_build <package dir> <name>
+  log "building $1 ($2) with colcon"
   mkdir -p "$ROOT/.build"
   (
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
     "$VENV/bin/colcon" --log-base "$ROOT/.build/log" build \
-      --base-paths "$ROOT/msg" --build-base "$ROOT/.build/colcon" \
+      --base-paths "$ROOT/$1" --build-base "$ROOT/.build/colcon" \
       --install-base "$VENV" --merge-install \
       --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF -Wno-dev \
-      --event-handlers console_cohesion- summary+ >"$ROOT/.build/colcon-build.log" 2>&1 \
-      || { cat "$ROOT/.build/colcon-build.log"; exit 1; }
+      --event-handlers console_cohesion- summary+ >"$ROOT/.build/colcon-build-$2.log" 2>&1 \
+      || { cat "$ROOT/.build/colcon-build-$2.log"; exit 1; }
   )
+}
+dir_stamp() { find "$1" -type f | sort | xargs cat | sha256sum | cut -c1-16; }
+
+# 4a. msg/: our own interfaces (depth_perception_msgs).
+msg_stamp="$(dir_stamp msg)"
+if [ "$(cat "$VENV/.stamp-msgs" 2>/dev/null)" != "$msg_stamp" ] \
+   || ! "$PY" -c 'import depth_perception_msgs.msg' 2>/dev/null; then
+  colcon_build msg depth_perception_msgs
   echo "$msg_stamp" > "$VENV/.stamp-msgs"
+fi
+
+# 4b. tf2_msgs (for /tf_static) has no PyPI wheel: build msg_compat/tf2_msgs (TFMessage only,
+#     upstream's definition) only when no tf2_msgs imports; once built here, rebuilt when its
+#     files change. A ROS install's real tf2_msgs is never replaced (see msg_compat/README.md).
+tf2_stamp="$(dir_stamp msg_compat/tf2_msgs)"
+tf2_built="$(cat "$VENV/.stamp-tf2-msgs" 2>/dev/null || true)"
+if ! "$PY" -c 'import tf2_msgs.msg' 2>/dev/null \
+   || { [ -n "$tf2_built" ] && [ "$tf2_built" != "$tf2_stamp" ]; }; then
+  colcon_build msg_compat/tf2_msgs tf2_msgs
+  echo "$tf2_stamp" > "$VENV/.stamp-tf2-msgs"
 fi
 
 # 5. The project itself, editable, so console scripts (nodes, CLI) point at this checkout.
@@ -103,6 +122,6 @@ export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export FASTDDS_DEFAULT_PROFILES_FILE="\${FASTDDS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_images.xml}"
 export PYTHONUNBUFFERED=1
 ENV
-"$PY" -c 'import rclpy, depth_perception_msgs.msg, depth_perception, torch, open3d, cv2, rosbags' \
+"$PY" -c 'import rclpy, depth_perception_msgs.msg, tf2_msgs.msg, depth_perception, torch, open3d, cv2, rosbags' \
   || { echo "bootstrap: the environment does not import"; exit 1; }
 log "ready: source env.sh"

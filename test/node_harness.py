@@ -129,12 +129,14 @@ def running_node(
     parameters=None,
     timeout=20.0,
     collector: Collector | None = None,
+    roles: tuple[str, ...] | None = None,
 ):
     """A node process launched like `ros2 run` with the package's config, and on its namespace
     a Collector, connected; yields (node, client, collector).
 
     Without ``collector`` the node is a completion node: a Collector of its outputs and a
-    ReplayClient feeding its inputs (the client) are made. Another node brings a Collector of
+    ReplayClient feeding its inputs (the client; ``roles``: the streams it publishes, by default
+    colour, depth and camera_info) are made. Another node brings a Collector of
     its own outputs, made beforehand (with publishers of its inputs in ``inputs``); client is
     then None. On exit everything is closed and the node must have shut down cleanly (exit
     code 0)."""
@@ -149,7 +151,12 @@ def running_node(
         parameters=parameters or {},
         log_path=log,
     ).start()
-    client = None if collector else ReplayClient(namespace)
+    if collector:
+        client = None
+    elif roles:
+        client = ReplayClient(namespace, roles=roles)
+    else:
+        client = ReplayClient(namespace)
     collector = collector or Collector(namespace)
     try:
         assert client is None or client.wait_for_node(timeout), log.read_text()

@@ -163,8 +163,10 @@ def test_user_errors_are_one_line_and_exit_2(case, sqlite_bag, tmp_path, capsys)
 
 def test_failed_image_writes_raise_naming_the_path(sqlite_bag, tmp_path):
     from depth_perception.engines.classical import ClassicalFillEngine
-    from depth_perception.eval.complete_files import complete_files, frames_from
+    from depth_perception.eval.complete_files import complete_files, frames_from, pipeline_items
+    from depth_perception.eval.pipelines import get_pipeline
 
     (tmp_path / "000000_depth.png").mkdir()  # cv2.imwrite cannot write there: returns False
+    items = pipeline_items(get_pipeline("nearest"), frames_from(sqlite_bag))
     with pytest.raises(OSError, match=r"could not write .*000000_depth\.png"):
-        complete_files(ClassicalFillEngine("nearest"), frames_from(sqlite_bag), tmp_path)
+        complete_files(ClassicalFillEngine("nearest"), items, tmp_path)

@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 from depth_perception.core.baselines import fill_nearest
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_to_mm
-from depth_perception.engines.base import CompletionResult
+from depth_perception.engines.base import CompletionEngine, CompletionResult
 from depth_perception.io.frames import RGBDFrame
 from depth_perception.ros.conversions import (
     depth_image_to_metres,
@@ -126,7 +126,7 @@ def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
     np.testing.assert_array_equal(results[0].depth, fill_nearest(frame.depth))
 
 
-class _GatedEngine:
+class _GatedEngine(CompletionEngine):
     """An engine that holds its first frame until released: a model slower than the camera."""
 
     model_id = "test/gated"

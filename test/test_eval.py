@@ -162,11 +162,14 @@ def test_complete_files_from_a_bag_and_real_captures(tiny_bag, tmp_path):
 
     from depth_perception.core.depth import depth_to_mm
     from depth_perception.engines.classical import ClassicalFillEngine
-    from depth_perception.eval.complete_files import complete_files, frames_from
+    from depth_perception.eval.complete_files import complete_files, frames_from, pipeline_items
+    from depth_perception.eval.pipelines import get_pipeline
     from depth_perception.io.image_folder import find_real_captures
 
     engine = ClassicalFillEngine("nearest")
-    written = complete_files(engine, frames_from(tiny_bag), tmp_path / "bag")
+    pipeline = get_pipeline("nearest")
+    items = pipeline_items(pipeline, frames_from(tiny_bag))
+    written = complete_files(engine, items, tmp_path / "bag")
     assert [p.name for p in written] == [f"{i:06d}_depth.png" for i in range(4)]
     frame = next(iter(read_rgbd_frames(tiny_bag)))
     expected = engine.complete(frame.rgb, frame.depth, frame.intrinsics).depth
@@ -178,5 +181,6 @@ def test_complete_files_from_a_bag_and_real_captures(tiny_bag, tmp_path):
 
     real = find_real_captures()
     if real is not None:  # ../shared beside the checkout (CI has it)
-        names = [p.name for p in complete_files(engine, frames_from(real), tmp_path / "real")]
+        items = pipeline_items(pipeline, frames_from(real))
+        names = [p.name for p in complete_files(engine, items, tmp_path / "real")]
         assert names == [f"capture_{i}_depth.png" for i in range(4)]

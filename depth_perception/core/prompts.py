@@ -5,12 +5,20 @@ measurement exists. These helpers turn 3D points (LiDAR, SfM, radar) into such m
 derive the prompt variants used by the evaluation protocols (LiDAR-like scan lines, 100
 extreme points, 8x / 16x downsampled depth).
 
+Prompts from real sensors (what the nodes and the evaluation build for a frame): a LiDAR or
+radar cloud in its own frame is moved into the camera's optical frame by a 4x4 extrinsic and
+projected with a z-buffer (:func:`cloud_prompt`; points behind the camera, outside the image or
+non-finite are dropped and counted in :class:`ProjectionCounts`); the RGB-D sensor's valid
+depth is a prompt as it is; several sources merge with the nearest depth winning a pixel.
+
 Points are projected with the pinhole model of :class:`Intrinsics` (no distortion), the exact
 inverse of :meth:`Intrinsics.backproject`, so a back-projected depth map projects back onto
 itself.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,29 +50,120 @@ def transform_points(points: np.ndarray, T: np.ndarray) -> np.ndarray:
     return out.astype(np.result_type(points.dtype, np.float32))
 
 
-def points_to_sparse_depth(points_cam: np.ndarray, intr: Intrinsics) -> np.ndarray:
+#: Where a prompt can come from: a LiDAR or radar point cloud projected into the camera, or the
+#: RGB-D sensor's own depth (its valid pixels). Any combination: the nearest depth wins a pixel.
+PROMPT_SOURCES = ("lidar", "radar", "sensor_depth")
+#: The point-cloud sources among them (each needs its sensor -> camera transform).
+CLOUD_SOURCES = ("lidar", "radar")
+#: A scan serves camera frames whose stamps are at most this many seconds from its own (a
+#: 10 Hz LiDAR's newest scan is up to 0.1 s old, plus transport); the nodes' default.
+DEFAULT_MAX_PROMPT_AGE = 0.25
+
+
+@dataclass
+class ProjectionCounts:
+    """What became of the points of one cloud projected into the image.
+
+    ``points`` = ``non_finite`` + ``behind`` + ``outside`` + ``in_image``; of the points in the
+    image, ``pixels`` won their pixel (the rest were hidden behind a nearer point).
+    """
+
+    points: int = 0  # points given
+    non_finite: int = 0  # a NaN / inf coordinate (e.g. no return of that beam)
+    behind: int = 0  # z <= 0 in the camera's optical frame
+    outside: int = 0  # projected outside the image
+    in_image: int = 0  # landed on a pixel
+    pixels: int = 0  # pixels of the prompt they gave (z-buffer winners)
+
+    @property
+    def discarded(self) -> int:
+        return self.non_finite + self.behind + self.outside
+
+
+def project_points(points_cam: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, ProjectionCounts]:
     """Project points in the camera optical frame into a sparse depth map (H, W) float32.
 
     Each point lands in the pixel whose centre is nearest to its projection. Points behind
-    the camera (z <= 0), non-finite points and points falling outside the image are dropped.
-    When several points share a pixel the nearest one wins (a z-buffer), as a real sensor
-    would only see the front surface. Pixels without a point are NaN.
+    the camera (z <= 0), non-finite points and points falling outside the image are dropped
+    and counted. When several points share a pixel the nearest one wins (a z-buffer), as a
+    real sensor would only see the front surface. Pixels without a point are NaN.
     """
     pts = np.asarray(points_cam, dtype=np.float64).reshape(-1, 3)
+    counts = ProjectionCounts(points=int(pts.shape[0]))
     out = np.full((intr.height, intr.width), np.nan, dtype=np.float32)
-    pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0)]
+    finite = np.isfinite(pts).all(axis=1)
+    in_front = finite & (pts[:, 2] > 0)
+    counts.non_finite = int(pts.shape[0] - np.count_nonzero(finite))
+    counts.behind = int(np.count_nonzero(finite) - np.count_nonzero(in_front))
+    pts = pts[in_front]
     if pts.shape[0] == 0:
-        return out
+        return out, counts
     uv, z = intr.project(pts)
     u = np.rint(uv[:, 0])
     v = np.rint(uv[:, 1])
     inside = (u >= 0) & (u < intr.width) & (v >= 0) & (v < intr.height)
+    counts.in_image = int(np.count_nonzero(inside))
+    counts.outside = int(pts.shape[0] - counts.in_image)
     flat = v[inside].astype(np.int64) * intr.width + u[inside].astype(np.int64)
     z = z[inside]
     # Sort by pixel, then by depth: the first entry of every pixel group is its nearest point.
     order = np.lexsort((z, flat))
     first_pixels, first = np.unique(flat[order], return_index=True)
     out.reshape(-1)[first_pixels] = z[order][first].astype(np.float32)
+    counts.pixels = int(first_pixels.size)
+    return out, counts
+
+
+def points_to_sparse_depth(points_cam: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """:func:`project_points` without the counts."""
+    return project_points(points_cam, intr)[0]
+
+
+def cloud_xyz(cloud: np.ndarray) -> np.ndarray:
+    """(N, 3) float64 x, y, z of a point cloud: a structured array with x, y, z fields (any
+    layout, as a PointCloud2 decodes) or an (N, 3) array. NaN points are kept (and counted by
+    :func:`project_points`). A cloud without x, y or z raises ValueError naming its fields."""
+    cloud = np.asarray(cloud)
+    names = cloud.dtype.names
+    if names is None:
+        if cloud.ndim < 1 or cloud.shape[-1] != 3:
+            raise ValueError(f"a point cloud needs x, y, z: got an array of shape {cloud.shape}")
+        return cloud.reshape(-1, 3).astype(np.float64)
+    missing = [c for c in "xyz" if c not in names]
+    if missing:
+        raise ValueError(
+            f"the point cloud has no {', '.join(missing)} field(s); its fields are {list(names)}"
+        )
+    flat = cloud.reshape(-1)
+    for c in "xyz":
+        if flat.dtype[c].shape != ():
+            raise ValueError(f"the point cloud's {c} field is not a scalar ({flat.dtype[c]})")
+    return np.stack([flat["x"], flat["y"], flat["z"]], axis=-1).astype(np.float64)
+
+
+def cloud_prompt(
+    cloud: np.ndarray, camera_T_sensor: np.ndarray, intr: Intrinsics
+) -> tuple[np.ndarray, ProjectionCounts]:
+    """A LiDAR / radar cloud in its own frame -> (sparse depth in the camera, counts).
+
+    ``camera_T_sensor`` (4x4) maps the sensor's points into the camera's optical frame
+    (``Calibration.transform(camera_frame, sensor_frame)``)."""
+    return project_points(transform_points(cloud_xyz(cloud), camera_T_sensor), intr)
+
+
+def sensor_depth_prompt(depth: np.ndarray) -> np.ndarray:
+    """The RGB-D sensor's depth as a prompt: its valid pixels, NaN elsewhere."""
+    return _as_depth(depth)
+
+
+def merge_prompts(prompts: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Several prompts of one image as one: the nearest depth wins each pixel (a z-buffer over
+    every source, the same as projecting all their points at once); NaN where none has one."""
+    out = np.full(shape, np.nan, dtype=np.float32)
+    for prompt in prompts:
+        if prompt.shape != shape:
+            raise ValueError(f"prompt of shape {prompt.shape} for an image of shape {shape}")
+        out = np.fmin(out, prompt)
     return out
 
 

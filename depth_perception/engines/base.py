@@ -1,18 +1,77 @@
-"""The contract every depth-completion engine meets."""
+"""The contract every engine meets: one input record in, one result record out. No ROS.
+
+An engine says which inputs it takes (:class:`EngineInputs`); whoever feeds it — the node base
+(depth_perception.ros.completion_node), offline evaluation, the CLI — builds exactly those
+into a :class:`FrameInputs` and calls :meth:`Engine.run`:
+
+- ``colour``: the (H, W, 3) uint8 RGB image; the intrinsics always come with it;
+- ``depth``: the RGB-D sensor's depth registered to the colour camera (metres, NaN = hole);
+- ``prompt``: a sparse metric prompt aligned with the colour image (metres, NaN = none), built
+  from the sources the node / pipeline configures (LiDAR, radar, the sensor's own depth;
+  :mod:`depth_perception.core.prompts`);
+- ``targets``: target boxes / names (:class:`depth_perception.io.frames.Target`).
+
+``prompt_optional``: the engine also runs without a prompt (``prompt`` None), e.g. a
+prompt-conditioned model that falls back to its prompt-free prediction; otherwise a frame
+without a prompt is not given to it (the node publishes "no depth" and warns).
+
+RGB-D completion engines (classical hole fills, LingBot-Depth) subclass
+:class:`CompletionEngine` and implement ``complete(rgb, depth, intrinsics)``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from depth_perception.core.camera import Intrinsics
+from depth_perception.io.frames import Target
+
+
+@dataclass(frozen=True)
+class EngineInputs:
+    """Which inputs an engine takes (the colour image and its intrinsics always)."""
+
+    colour: bool = True
+    depth: bool = False  # the RGB-D sensor's registered depth
+    prompt: bool = False  # a sparse metric prompt image
+    targets: bool = False  # target boxes / names
+    prompt_optional: bool = False  # runs without a prompt too (prompt None)
+
+    def names(self) -> list[str]:
+        """The inputs taken, in field order, e.g. ``["colour", "prompt"]``."""
+        taken = [f.name for f in fields(self) if getattr(self, f.name)]
+        return [name for name in taken if name != "prompt_optional"]
+
+
+#: What an RGB-D completion engine takes.
+RGBD_INPUTS = EngineInputs(colour=True, depth=True)
+#: What a prompt-densifying engine takes (colour-guided upsampling, a prompted teacher).
+PROMPT_INPUTS = EngineInputs(colour=True, prompt=True)
+
+
+@dataclass
+class FrameInputs:
+    """One frame's inputs, as an engine declared them; what it did not declare is None."""
+
+    intrinsics: Intrinsics  # of the colour camera (depth and prompt are aligned with it)
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8 RGB
+    depth: np.ndarray | None = None  # (H, W) float32 metres, NaN = hole
+    prompt: np.ndarray | None = None  # (H, W) float32 metres, NaN = no prompt at that pixel
+    targets: list[Target] | None = None
+    stamp_ns: int = 0
+    #: What built the prompt said about it (per source counts, ages), for reports.
+    prompt_report: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.intrinsics.height, self.intrinsics.width)
 
 
 @dataclass
 class CompletionResult:
-    """Dense depth for one frame, pixel-aligned with the input depth image."""
+    """Dense depth for one frame, pixel-aligned with the colour image of its inputs."""
 
     depth: np.ndarray  # (H, W) float32 metres, NaN where the engine has no answer
     confidence: np.ndarray | None = None  # (H, W) float32 in [0, 1], if the engine estimates it
@@ -22,13 +81,62 @@ class CompletionResult:
         return intrinsics.backproject(self.depth)
 
 
-class CompletionEngine(Protocol):
-    """Completes holey sensor depth given the registered colour image and intrinsics."""
+def input_roles(inputs: EngineInputs, prompt_sources: tuple[str, ...] | list[str] = ()) -> tuple:
+    """The streams a node with this engine and these prompt sources takes, by role: ``rgb`` and
+    ``rgb_info`` always, ``depth`` when the engine takes it or ``sensor_depth`` is a prompt
+    source, ``lidar`` / ``radar`` when prompt sources (their extrinsics too), ``targets``.
+    One rule for what the node subscribes to, what the replay publishes and what a recording
+    must provide."""
+    roles = ["rgb", "rgb_info"]
+    if inputs.depth or "sensor_depth" in prompt_sources:
+        roles.append("depth")
+    if inputs.prompt:
+        roles += [s for s in ("lidar", "radar") if s in prompt_sources]
+    if inputs.targets:
+        roles.append("targets")
+    return tuple(roles)
 
-    model_id: str
+
+def no_result(shape: tuple[int, int]) -> CompletionResult:
+    """ "No depth" for a frame an engine cannot be given (NaN depth, zero confidence)."""
+    return CompletionResult(
+        depth=np.full(shape, np.nan, np.float32), confidence=np.zeros(shape, np.float32)
+    )
+
+
+def missing_frame_inputs(inputs: EngineInputs, frame: FrameInputs) -> list[str]:
+    """The declared inputs ``frame`` lacks (a prompt only when it is not optional)."""
+    wanted = {
+        "colour": frame.rgb,
+        "depth": frame.depth,
+        "prompt": frame.prompt if not inputs.prompt_optional else 0,
+        "targets": frame.targets,
+    }
+    return [name for name in inputs.names() if wanted[name] is None]
+
+
+class Engine:
+    """Base of every engine: ``model_id``, the declared ``inputs`` and ``run``."""
+
+    model_id: str = "engine"
+    inputs: EngineInputs = RGBD_INPUTS
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        """Depth (and confidence) for one frame; ``frame`` holds what ``inputs`` declares."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run()")
+
+
+class CompletionEngine(Engine):
+    """An RGB-D completion engine: completes holey sensor depth given the registered colour
+    image and the intrinsics (``complete``); ``run`` feeds it from a :class:`FrameInputs`."""
+
+    inputs = RGBD_INPUTS
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        return self.complete(frame.rgb, frame.depth, frame.intrinsics)
 
     def complete(
         self, rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics
     ) -> CompletionResult:
         """rgb: (H, W, 3) uint8 RGB; depth: (H, W) float32 metres with NaN holes."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must implement complete()")

@@ -7,18 +7,29 @@ import numpy as np
 from depth_perception.core.baselines import FILL_METHODS, fill_holes, joint_bilateral_upsample
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import sanitize_depth
-from depth_perception.engines.base import CompletionResult
+from depth_perception.engines.base import (
+    PROMPT_INPUTS,
+    CompletionEngine,
+    CompletionResult,
+    EngineInputs,
+    FrameInputs,
+)
 
 # Methods beyond the geometric hole fills of core.baselines.FILL_METHODS:
-#   jbu          colour-guided joint bilateral upsampling, for sparse input (LiDAR prompts)
+#   jbu          colour-guided joint bilateral upsampling of a sparse metric prompt (LiDAR,
+#                radar or the sensor's own depth: the node's / pipeline's prompt sources)
 #   passthrough  the input depth unchanged (metric conversion + cloud, like depth_image_proc;
 #                also what times the data path without a method)
 EXTRA_METHODS = ("jbu", "passthrough")
 METHODS = (*FILL_METHODS, *EXTRA_METHODS)
 
 
-class ClassicalFillEngine:
-    """Completes depth with one classical method (see ``METHODS``)."""
+class ClassicalFillEngine(CompletionEngine):
+    """Completes depth with one classical method (see ``METHODS``).
+
+    The hole fills and passthrough take the sensor depth; ``jbu`` takes the prompt instead
+    (``complete`` still upsamples whatever sparse depth it is given).
+    """
 
     def __init__(self, method: str = "nearest", **method_kwargs) -> None:
         if method not in METHODS:
@@ -26,6 +37,12 @@ class ClassicalFillEngine:
         self.method = method
         self.method_kwargs = method_kwargs
         self.model_id = f"classical/{method}"
+        self.inputs: EngineInputs = PROMPT_INPUTS if method == "jbu" else self.inputs
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        if self.method == "jbu":
+            return self.complete(frame.rgb, frame.prompt, frame.intrinsics)
+        return super().run(frame)
 
     def complete(
         self, rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics

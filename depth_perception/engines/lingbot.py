@@ -18,7 +18,7 @@ import torch
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.fusion import FUSION_MODES, fuse_measured, fused_confidence
-from depth_perception.engines.base import CompletionResult
+from depth_perception.engines.base import CompletionEngine, CompletionResult
 from depth_perception.models.checkpoints import load_model, weights_digest
 from depth_perception.models.lingbot import PRESETS
 
@@ -58,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class LingBotEngine:
+class LingBotEngine(CompletionEngine):
     """Completes holey sensor depth with a LingBot-Depth model."""
 
     def __init__(self, cfg: LingBotEngineConfig) -> None:

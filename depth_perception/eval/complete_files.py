@@ -23,8 +23,8 @@ from depth_perception.core.visualize import (
     save_png,
     side_by_side,
 )
-from depth_perception.engines.base import CompletionEngine
-from depth_perception.eval.evaluate import chain_bags, pipeline_frames
+from depth_perception.engines.base import Engine, FrameInputs
+from depth_perception.eval.evaluate import chain_bags, pipeline_frames, run_offline
 from depth_perception.eval.pipelines import Pipeline
 from depth_perception.io.frames import RGBDFrame
 
@@ -57,10 +57,11 @@ def frames_from(
 
 def pipeline_items(
     pipeline: Pipeline, items: Iterable[tuple[str, RGBDFrame]]
-) -> Iterator[tuple[str, RGBDFrame]]:
-    """(name, frame) as ``pipeline`` takes the frames (:func:`evaluate.pipeline_frames`): a
-    LiDAR pipeline gets the LiDAR prompt as depth, never the sensor depth. Raises
-    :class:`MissingInputError` at once when the first frame lacks an input it needs."""
+) -> Iterator[tuple[str, RGBDFrame, FrameInputs]]:
+    """(name, frame, engine inputs) as ``pipeline`` takes the frames
+    (:func:`evaluate.pipeline_frames`): a LiDAR pipeline gets the LiDAR prompt, never the
+    sensor depth. Raises :class:`MissingInputError` at once when the first frame lacks an input
+    it needs."""
     names: deque[str] = deque()
 
     def frames() -> Iterator[RGBDFrame]:
@@ -70,24 +71,24 @@ def pipeline_items(
 
     stream = pipeline_frames(pipeline, frames())  # one frame in, one out, in order
 
-    def paired() -> Iterator[tuple[str, RGBDFrame]]:
-        for frame in stream:
-            yield names.popleft(), frame
+    def paired() -> Iterator[tuple[str, RGBDFrame, FrameInputs]]:
+        for frame, inputs in stream:
+            yield names.popleft(), frame, inputs
 
     return paired()
 
 
 def complete_files(
-    engine: CompletionEngine,
-    items: Iterable[tuple[str, RGBDFrame]],
+    engine: Engine,
+    items: Iterable[tuple[str, RGBDFrame, FrameInputs]],
     out_dir: str | Path,
     total: int | None = None,
 ) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, frame in tqdm(items, total=total, desc=engine.model_id, unit="frame"):
-        result = engine.complete(frame.rgb, frame.depth, frame.intrinsics)
+    for name, frame, inputs in tqdm(items, total=total, desc=engine.model_id, unit="frame"):
+        result = run_offline(engine, inputs)
         depth_png = save_png(out / f"{name}_depth.png", depth_to_mm(result.depth))
         np.save(out / f"{name}_depth.npy", result.depth)
         if result.confidence is not None:

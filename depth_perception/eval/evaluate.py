@@ -26,10 +26,24 @@ from depth_perception.core.metrics import (
     region_metrics,
     valid_depth,
 )
-from depth_perception.core.prompts import points_to_sparse_depth, transform_points
+from depth_perception.core.prompts import (
+    CLOUD_SOURCES,
+    DEFAULT_MAX_PROMPT_AGE,
+    cloud_prompt,
+    merge_prompts,
+    sensor_depth_prompt,
+)
+from depth_perception.engines.base import (
+    PROMPT_INPUTS,
+    EngineInputs,
+    FrameInputs,
+    missing_frame_inputs,
+    no_result,
+)
 from depth_perception.eval.pipelines import (
     MissingInputError,
     Pipeline,
+    frame_cloud,
     get_pipeline,
     missing_inputs,
 )
@@ -115,26 +129,90 @@ def target_regions(frame: RGBDFrame, pred: np.ndarray, r: int = 10) -> list[dict
     return [region_metrics(pred, frame.gt_depth, m, r=r) for m in masks if m.any()]
 
 
+class FrameInputsBuilder:
+    """Each frame's engine inputs, built from :class:`RGBDFrame` s by the node base's rules.
+
+    Colour and intrinsics always; the sensor depth when the engine takes it; the prompt from
+    ``prompt_sources``: a LiDAR / radar scan (``frame.extra["lidar"]``, its ``*_frame_id`` and
+    stamp) moved into the colour camera with the frame's calibration (``frame.extra[
+    "calibration"]``, else ``calibration``) and projected with a z-buffer, the sensor's valid
+    depth, merged nearest-first. As in the node, the newest scan seen so far serves a frame when
+    its stamp is within ``max_prompt_age`` of the frame's, and a frame without any prompt pixel
+    gets ``prompt`` None (the node then publishes "no depth", as :func:`evaluate` scores).
+    Stateful (the newest scan per source): one builder per stream of frames.
+    """
+
+    def __init__(
+        self,
+        inputs: EngineInputs,
+        prompt_sources: tuple[str, ...] | list[str] = (),
+        max_prompt_age: float = DEFAULT_MAX_PROMPT_AGE,
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.prompt_sources = tuple(prompt_sources)
+        self.max_prompt_age = float(max_prompt_age)
+        self.calibration = calibration
+        self._newest: dict[str, tuple[np.ndarray, str, int, Calibration | None]] = {}
+
+    @classmethod
+    def for_pipeline(
+        cls, pipeline: Pipeline, calibration: Calibration | None = None
+    ) -> FrameInputsBuilder:
+        return cls(pipeline.inputs, pipeline.prompt_sources, pipeline.max_prompt_age, calibration)
+
+    def __call__(self, frame: RGBDFrame) -> FrameInputs:
+        return FrameInputs(
+            intrinsics=frame.intrinsics,
+            rgb=frame.rgb if self.inputs.colour else None,
+            depth=frame.depth if self.inputs.depth else None,
+            prompt=self.prompt(frame) if self.inputs.prompt else None,
+            targets=frame.extra.get("targets") if self.inputs.targets else None,
+            stamp_ns=frame.stamp_ns,
+        )
+
+    def prompt(self, frame: RGBDFrame) -> np.ndarray | None:
+        parts = []
+        calibration = frame.extra.get("calibration") or self.calibration
+        for source in CLOUD_SOURCES:
+            if source not in self.prompt_sources:
+                continue
+            scan = frame_cloud(frame, source)
+            if scan is not None:
+                self._newest[source] = (*scan, calibration)
+            if source not in self._newest:
+                continue
+            cloud, sensor_frame, stamp_ns, cal = self._newest[source]
+            if abs(frame.stamp_ns - stamp_ns) * 1e-9 > self.max_prompt_age:
+                continue
+            if cal is None:
+                raise ValueError(
+                    f"{source} prompts need the recording's calibration ({source} extrinsic)"
+                )
+            camera_T_sensor = cal.transform(frame.frame_id, sensor_frame)
+            parts.append(cloud_prompt(cloud, camera_T_sensor, frame.intrinsics)[0])
+        if "sensor_depth" in self.prompt_sources:
+            parts.append(sensor_depth_prompt(frame.depth))
+        if not parts:
+            return None
+        prompt = merge_prompts(parts, (frame.intrinsics.height, frame.intrinsics.width))
+        return prompt if np.isfinite(prompt).any() else None
+
+
 def with_lidar_prompt(
     frames: Iterable[RGBDFrame], calibration: Calibration | None = None
 ) -> Iterator[RGBDFrame]:
-    """Replace each frame's depth input with its LiDAR scan projected into the colour camera.
-
-    The sparse metric prompt (z-buffered, NaN elsewhere) is what prompt-based methods densify.
-    The LiDAR extrinsic comes from ``frame.extra["calibration"]`` (set by :func:`chain_bags`)
-    or else from ``calibration``.
-    """
+    """Each frame with its depth replaced by its LiDAR prompt (z-buffered, NaN elsewhere): the
+    sparse metric input ``jbu_lidar`` densifies (:class:`FrameInputsBuilder`'s rules). The LiDAR
+    extrinsic comes from ``frame.extra["calibration"]`` (set by :func:`chain_bags`) or else
+    from ``calibration``."""
+    build = FrameInputsBuilder(PROMPT_INPUTS, ("lidar",), calibration=calibration)
     for frame in frames:
-        cal = frame.extra.get("calibration") or calibration
-        if cal is None:
-            raise ValueError("LiDAR prompts need the recording's calibration (LiDAR extrinsic)")
-        points = frame.extra.get("lidar")
-        if points is None:
+        if frame.extra.get("lidar") is None:
             raise ValueError(f"frame {frame.stamp_ns} has no LiDAR scan to build a prompt from")
-        lidar_frame = frame.extra.get("lidar_frame_id", "lidar_link")
-        cam_T_lidar = cal.transform(frame.frame_id, lidar_frame)
-        xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1).astype(np.float64)
-        prompt = points_to_sparse_depth(transform_points(xyz, cam_T_lidar), frame.intrinsics)
+        prompt = build(frame).prompt
+        if prompt is None:
+            prompt = np.full(frame.depth.shape, np.nan, np.float32)
         yield replace(frame, depth=prompt)
 
 
@@ -203,10 +281,15 @@ def chain_bags(
 
 def pipeline_frames(
     pipeline: Pipeline, frames: Iterable[RGBDFrame], calibration: Calibration | None = None
-) -> Iterator[RGBDFrame]:
-    """``frames`` as ``pipeline`` takes them: the LiDAR prompt as depth when its ``depth_input``
-    is "lidar". Raises :class:`MissingInputError` at once (nothing yielded yet) when the first
-    frame lacks an input the pipeline needs."""
+) -> Iterator[tuple[RGBDFrame, FrameInputs]]:
+    """``frames`` as ``pipeline`` takes them: each with its engine inputs
+    (:class:`FrameInputsBuilder`); the DDS replay publishes the same streams of the frame
+    (``pipeline.roles``) for the node to build them itself. The frame's ``depth`` is what the
+    pipeline takes as its metric input — the sensor depth, or the prompt for a pipeline that
+    takes no sensor depth (what ``holes.*`` and the figures then refer to).
+
+    Raises :class:`MissingInputError` at once (nothing yielded yet) when the first frame lacks
+    an input the pipeline needs."""
     frames = iter(frames)
     first = next(frames, None)
     if first is None:
@@ -217,10 +300,28 @@ def pipeline_frames(
             f"pipeline {pipeline.name} needs {' and '.join(missing)}, which the recording "
             "does not provide"
         )
-    stream = itertools.chain([first], frames)
-    if pipeline.depth_input == "lidar":
-        stream = with_lidar_prompt(stream, calibration)
-    return stream
+    build = FrameInputsBuilder.for_pipeline(pipeline, calibration)
+    takes_depth = "depth" in pipeline.roles
+
+    def stream() -> Iterator[tuple[RGBDFrame, FrameInputs]]:
+        for frame in itertools.chain([first], frames):
+            inputs = build(frame)
+            if not takes_depth:
+                prompt = inputs.prompt
+                if prompt is None:
+                    prompt = np.full(frame.depth.shape, np.nan, np.float32)
+                frame = replace(frame, depth=prompt)
+            yield frame, inputs
+
+    return stream()
+
+
+def run_offline(engine, inputs: FrameInputs):
+    """``engine.run(inputs)``, or "no depth" when a declared input is missing (a frame without a
+    prompt for an engine that needs one): what the node publishes for such a frame."""
+    if missing_frame_inputs(engine.inputs, inputs):
+        return no_result(inputs.shape)
+    return engine.run(inputs)
 
 
 @dataclass
@@ -258,7 +359,8 @@ def evaluate(
 ) -> Summary:
     """Run ``cfg.pipeline`` over ``frames`` and write the report into ``out_dir``.
 
-    ``calibration`` (the recording's extrinsics) is needed by pipelines fed by the LiDAR. A
+    ``calibration`` (the recording's extrinsics, unless the frames carry their own) is needed by
+    pipelines fed by a LiDAR or radar; the DDS replay publishes it on ``/tf_static``. A
     pipeline whose inputs the frames lack raises :class:`MissingInputError` before anything is
     written. When the frames stop at an unreadable record, the frames scored so far are reported
     and the summary says ``truncated`` (with the reason).
@@ -290,9 +392,9 @@ def evaluate(
 
     if cfg.mode == "offline":
         engine = pipeline.make_engine()
-        for i, frame in enumerate(frames):
+        for i, (frame, inputs) in enumerate(frames):
             t0 = time.perf_counter()
-            result = engine.complete(frame.rgb, frame.depth, frame.intrinsics)
+            result = run_offline(engine, inputs)
             record(i, frame, result.depth, (time.perf_counter() - t0) * 1e3)
         extra["model_id"] = engine.model_id
     elif cfg.mode == "dds":
@@ -305,15 +407,17 @@ def evaluate(
             pipeline.executable,
             params_file=pipeline.params_path,
             namespace=cfg.namespace,
-            parameters=pipeline.parameters,
+            parameters=pipeline.node_parameters,
             log_path=log_path,
         )
-        with node, ReplayClient(cfg.namespace) as client:
+        client = ReplayClient(cfg.namespace, roles=pipeline.roles, calibration=calibration)
+        with node, client:
             if not client.wait_for_node(timeout_s=30.0):
                 raise RuntimeError(f"{pipeline.executable} did not come up; see {log_path}")
             t_start = time.monotonic()
             last_status = None
-            for i, res in enumerate(client.run(frames, rate=cfg.rate, timeout_s=cfg.timeout_s)):
+            replayed = (frame for frame, _ in frames)
+            for i, res in enumerate(client.run(replayed, rate=cfg.rate, timeout_s=cfg.timeout_s)):
                 latency = res.status.latency_ms if res.status is not None else None
                 record(i, res.frame, res.depth, latency)
                 last_status = res.status or last_status

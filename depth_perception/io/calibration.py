@@ -28,6 +28,7 @@ accepted too.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,68 @@ class Calibration:
                         return acc[nxt]
                     queue.append(nxt)
         raise KeyError(f"frames '{parent}' and '{child}' are not connected")
+
+
+class StaticTransforms:
+    """A static-transform buffer (what tf2's buffer keeps of ``/tf_static``), without tf2_ros.
+
+    Fed by a calibration file's extrinsics or by ``/tf_static`` messages (one
+    ``parent_T_child`` per child frame: a newer transform of a child replaces the older one, as
+    in tf2), looked up through :meth:`Calibration.transform`. Thread-safe: a node's
+    ``/tf_static`` callback may add transforms while its worker looks them up.
+    """
+
+    def __init__(self, extrinsics: list[Extrinsic] | tuple = (), source: str = "/tf_static"):
+        self.source = source  # where the transforms come from, for messages
+        self._lock = threading.Lock()
+        self._by_child: dict[str, Extrinsic] = {}
+        self._calibration = Calibration()
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        for e in extrinsics:
+            self.set_transform(e)
+
+    @classmethod
+    def from_calibration(cls, calibration: Calibration, source: str) -> StaticTransforms:
+        return cls(calibration.extrinsics, source=source)
+
+    def set_transform(self, extrinsic: Extrinsic) -> bool:
+        """Add or replace the transform of ``extrinsic.child``; False if it was already so.
+
+        One that would close a cycle (or names its own parent) raises ValueError and changes
+        nothing."""
+        with self._lock:
+            if self._by_child.get(extrinsic.child) == extrinsic:
+                return False
+            by_child = {**self._by_child, extrinsic.child: extrinsic}
+            calibration = Calibration(extrinsics=list(by_child.values()))  # checks the tree
+            self._by_child, self._calibration = by_child, calibration
+            self._cache.clear()
+            return True
+
+    @property
+    def frames(self) -> set[str]:
+        with self._lock:
+            return self._calibration.frames
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by_child)
+
+    def lookup(self, target: str, source: str) -> np.ndarray:
+        """4x4 ``target_T_source`` (points in ``source`` -> ``target``), as tf2's
+        ``lookup_transform(target, source)``; KeyError saying what is missing."""
+        with self._lock:
+            key = (target, source)
+            if key not in self._cache:
+                try:
+                    self._cache[key] = self._calibration.transform(target, source)
+                except KeyError as exc:
+                    known = sorted(self._calibration.frames)
+                    raise KeyError(
+                        f"no transform from '{source}' to '{target}' in {self.source}: "
+                        f"{exc.args[0]} (frames known: {', '.join(known) or 'none yet'})"
+                    ) from None
+            return self._cache[key]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,19 @@
-"""The ROS front end shared by every depth-completion node (classical fill, LingBot-Depth, ...).
+"""The ROS front end shared by every depth node (classical fill, LingBot-Depth, prompted models).
 
-colour + registered depth + camera_info (approximate sync, SensorData QoS)
-  -> newest-frame worker -> engine.complete() -> depth / confidence / cloud / status / diagnostics
+The engine declares its inputs (:class:`depth_perception.engines.base.EngineInputs`); the base
+subscribes to, synchronises and converts exactly those, calls ``engine.run(FrameInputs)`` and
+publishes the same outputs whatever the method:
+
+colour + camera_info (+ registered depth when the engine takes it or ``sensor_depth`` is a
+prompt source; exact / approximate sync, SensorData QoS)
+  + newest LiDAR / radar scan within ``max_prompt_age`` (not synchronised) -> prompt
+  -> newest-frame worker -> engine.run() -> depth / confidence / cloud / status / diagnostics
 
 Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside its camera:
 
-  in:  rgb/image_rect_color, rgb/camera_info, depth_registered/image_rect
+  in:  rgb/image_rect_color, rgb/camera_info, depth_registered/image_rect (when used),
+       lidar/points, radar/points (``lidar_topic`` / ``radar_topic``, when prompt sources),
+       /tf_static (when prompt clouds and no ``calibration_file``)
   srv: depth_query (depth_perception_msgs/DepthQuery: depth and 3-D points at pixels of one
        of the last ``query_history`` completed frames)
   out: depth_completed/image (32FC1 m), depth_completed/image_mm (16UC1, optional),
@@ -13,6 +21,20 @@ Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside 
        depth_completed/confidence (32FC1, when the engine estimates it),
        depth_completed/camera_info, depth_completed/points (organized xyzrgb),
        depth_completed/status (depth_perception_msgs/CompletionStatus), /diagnostics
+
+Prompts (engines that take one): ``prompt_sources`` any of ``lidar``, ``radar`` (PointCloud2 in
+the sensor's frame, any field layout with float32/64 x, y, z) and ``sensor_depth`` (the RGB-D
+sensor's valid pixels); the nearest depth wins a pixel. A cloud is moved into the camera's
+optical frame (``camera_frame``; empty: the camera_info's frame_id) with the static transform
+from ``calibration_file`` (our calibration YAML) or, when that is empty, from ``/tf_static``
+(transient local, as tf2's static listener), then projected with a z-buffer; points behind the
+camera, outside the image or non-finite are counted on /diagnostics. A scan is used for a
+frame when its stamp is within ``max_prompt_age`` seconds of the frame's; the camera stream
+never waits for one. A frame whose prompt is empty (no fresh scan, every source unusable) is
+counted (``frames_without_prompt``) and, unless the engine runs without a prompt
+(``prompt_optional``), published as NaN with a WARN. A malformed source (empty cloud, only NaN
+points, no x/y/z, no frame_id, no transform to the camera) is a throttled ERROR on /diagnostics
+naming the source; the node keeps running with the other sources.
 
 Transports (image_transport's names and topic convention, for a camera whose images reach an
 offboard GPU compressed): ``rgb_transport`` raw | compressed subscribes to
@@ -31,9 +53,10 @@ worker; older ones are counted as skipped, so latency never grows with a backlog
 
 Fail-safe rules (every node through this base): a frame whose input is malformed (encoding,
 size, camera_info) is dropped with a throttled error naming the field and an ERROR on
-/diagnostics; depth outside [min_depth, max_depth] is invalid; a frame with less valid input
-depth than ``min_input_valid_ratio`` is published as NaN (the model has no metric anchor), and
-suspicious stamps are counted and warned about. The node keeps serving the next frame.
+/diagnostics; depth (and prompt) outside [min_depth, max_depth] is invalid; for an engine that
+takes the sensor depth, a frame with less valid input depth than ``min_input_valid_ratio`` is
+published as NaN (the model has no metric anchor), and suspicious stamps are counted and warned
+about. The node keeps serving the next frame.
 """
 
 from __future__ import annotations
@@ -49,12 +72,22 @@ import numpy as np
 from depth_perception_msgs.msg import CompletionStatus
 from depth_perception_msgs.srv import DepthQuery
 from geometry_msgs.msg import Point
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import valid_ratio
-from depth_perception.engines.base import CompletionEngine, CompletionResult
+from depth_perception.core.prompts import CLOUD_SOURCES, DEFAULT_MAX_PROMPT_AGE, PROMPT_SOURCES
+from depth_perception.engines.base import (
+    Engine,
+    EngineInputs,
+    FrameInputs,
+    input_roles,
+    no_result,
+)
+from depth_perception.io.calibration import StaticTransforms, load_calibration
 from depth_perception.ros.conversions import (
     CvBridgeError,
     camera_info_to_intrinsics,
@@ -68,11 +101,14 @@ from depth_perception.ros.conversions import (
 )
 from depth_perception.ros.diagnostics import OK, DiagnosticsReporter
 from depth_perception.ros.dropped_frames import DroppedFrames, FrameRejected, check_image_size
+from depth_perception.ros.prompt_sources import PromptBuild, PromptSources
 from depth_perception.ros.qos import reliable_qos, sensor_data_qos
 from depth_perception.ros.stamps import StampMonitor
 from depth_perception.ros.sync import SyncedSubscriptions
 
 INPUT_TOPICS = ("rgb/image_rect_color", "depth_registered/image_rect", "rgb/camera_info")
+#: Default (relative) topics of the point-cloud prompt sources.
+PROMPT_TOPICS = {"lidar": "lidar/points", "radar": "radar/points"}
 OUTPUT_PREFIX = "depth_completed"
 #: Transports each image input accepts (image_transport's names; the topic suffix is the name).
 RGB_TRANSPORTS = ("raw", "compressed")
@@ -87,6 +123,15 @@ def transport_topic(node: Node, base_topic: str, transport: str) -> str:
     return f"{node.resolve_topic_name(base_topic)}/{transport}"
 
 
+#: role (:func:`depth_perception.engines.base.input_roles`) -> the node's default topic.
+ROLE_TOPICS = {
+    "rgb": INPUT_TOPICS[0],
+    "depth": INPUT_TOPICS[1],
+    "rgb_info": INPUT_TOPICS[2],
+    **PROMPT_TOPICS,
+}
+
+
 class NodeStartupError(RuntimeError):
     """The node cannot start (engine, checkpoint, device, parameters): one clear message."""
 
@@ -94,7 +139,7 @@ class NodeStartupError(RuntimeError):
 @dataclass
 class _SyncedFrame:
     rgb: Image | CompressedImage
-    depth: Image | CompressedImage
+    depth: Image | CompressedImage | None  # None when the node takes no depth
     info: CameraInfo
     received: float  # time.monotonic() when the set was complete
 
@@ -126,6 +171,13 @@ class DepthCompletionNode(Node):
         self.declare_parameter("publish_compressed_depth", False)
         self.declare_parameter("compressed_depth_max", 10.0)
         self.declare_parameter("compressed_depth_quantization", 100.0)
+        # Prompt sources (engines that take a prompt).
+        self.declare_parameter("prompt_sources", Parameter.Type.STRING_ARRAY)
+        self.declare_parameter("lidar_topic", PROMPT_TOPICS["lidar"])
+        self.declare_parameter("radar_topic", PROMPT_TOPICS["radar"])
+        self.declare_parameter("max_prompt_age", DEFAULT_MAX_PROMPT_AGE)
+        self.declare_parameter("calibration_file", "")
+        self.declare_parameter("camera_frame", "")
         p = self.get_parameter
         sync = str(p("sync").value)
         if sync not in ("exact", "approximate"):
@@ -158,12 +210,22 @@ class DepthCompletionNode(Node):
         self._max_pixels = int(p("max_input_pixels").value)
 
         try:
-            self.engine: CompletionEngine = self.make_engine()
+            self.engine: Engine = self.make_engine()
         except NodeStartupError:
             raise
         except Exception as exc:  # checkpoint, device, method: say what failed, once
             raise NodeStartupError(f"cannot build the engine: {exc}") from exc
         self.get_logger().info(f"engine: {self.engine.model_id}")
+        self.inputs: EngineInputs = self.engine.inputs
+        if self.inputs.targets:
+            raise NodeStartupError(
+                f"engine {self.engine.model_id} takes targets, which this node base does not "
+                "subscribe to yet"
+            )
+        self._prompt_sources = self._prompt_sources_parameter()
+        self.roles = input_roles(self.inputs, self._prompt_sources)
+        self._takes_depth = "depth" in self.roles
+        self._camera_frame = str(p("camera_frame").value)
 
         out_qos = reliable_qos(depth=5)
         self._pub_depth = self.create_publisher(Image, f"{OUTPUT_PREFIX}/image", out_qos)
@@ -206,6 +268,8 @@ class DepthCompletionNode(Node):
         self._skipped = 0
         self._dropped = DroppedFrames(self.diagnostics)
         self._blind_frames = 0
+        self._frames_without_prompt = 0
+        self._prompt_errors: dict[str, int] = {}
         self._out_of_range_px = 0
         self._stamps = StampMonitor()
         self._pending: _SyncedFrame | None = None
@@ -215,15 +279,16 @@ class DepthCompletionNode(Node):
         self._history_lock = threading.Lock()
         self.create_service(DepthQuery, "depth_query", self._on_depth_query)
 
+        self.prompts = self._make_prompt_sources()
         rgb_type = Image if rgb_transport == "raw" else CompressedImage
         depth_type = Image if depth_transport == "raw" else CompressedImage
+        inputs = [(rgb_type, transport_topic(self, INPUT_TOPICS[0], rgb_transport))]
+        if self._takes_depth:
+            inputs.append((depth_type, transport_topic(self, INPUT_TOPICS[1], depth_transport)))
+        inputs.append((CameraInfo, INPUT_TOPICS[2]))
         self._sync = SyncedSubscriptions(
             self,
-            [
-                (rgb_type, transport_topic(self, INPUT_TOPICS[0], rgb_transport)),
-                (depth_type, transport_topic(self, INPUT_TOPICS[1], depth_transport)),
-                (CameraInfo, INPUT_TOPICS[2]),
-            ],
+            inputs,
             sensor_data_qos(depth=int(p("qos_depth").value)),
             queue_size=int(p("queue_size").value),
             slop=float(p("slop").value) if sync == "approximate" else None,
@@ -233,13 +298,100 @@ class DepthCompletionNode(Node):
         self._worker.start()
 
     # -- to be provided by subclasses -------------------------------------------------------
-    def make_engine(self) -> CompletionEngine:
+    def make_engine(self) -> Engine:
         raise TypeError(f"{type(self).__name__} must implement make_engine()")
 
+    # -- prompt sources ----------------------------------------------------------------------
+    def _prompt_sources_parameter(self) -> list[str]:
+        try:
+            sources = [str(s) for s in self.get_parameter("prompt_sources").value]
+        except ParameterUninitializedException:  # declared by type only: not set
+            sources = []
+        sources = [s for s in sources if s]  # [""]: a YAML way of saying none
+        unknown = [s for s in sources if s not in PROMPT_SOURCES]
+        if unknown:
+            raise NodeStartupError(
+                f"prompt_sources {sources}: unknown {unknown}; choose from "
+                f"{', '.join(PROMPT_SOURCES)}"
+            )
+        if len(set(sources)) != len(sources):
+            raise NodeStartupError(f"prompt_sources {sources} names a source twice")
+        if sources and not self.inputs.prompt:
+            raise NodeStartupError(
+                f"prompt_sources {sources}: engine {self.engine.model_id} takes no prompt "
+                f"(it takes {', '.join(self.inputs.names())})"
+            )
+        if self.inputs.prompt and not sources and not self.inputs.prompt_optional:
+            raise NodeStartupError(
+                f"engine {self.engine.model_id} needs a prompt: set prompt_sources to any of "
+                f"{', '.join(PROMPT_SOURCES)} (e.g. prompt_sources:=[lidar])"
+            )
+        return sources
+
+    def _make_prompt_sources(self) -> PromptSources | None:
+        if not self.inputs.prompt or not self._prompt_sources:
+            return None
+        p = self.get_parameter
+        max_age = float(p("max_prompt_age").value)
+        if not max_age > 0:
+            raise NodeStartupError(f"max_prompt_age is {max_age}: must be > 0 seconds")
+        transforms = None
+        clouds = [s for s in self._prompt_sources if s in CLOUD_SOURCES]
+        if clouds:
+            transforms = self._static_transforms()
+        topics = {s: str(p(f"{s}_topic").value) for s in CLOUD_SOURCES}
+        prompts = PromptSources(
+            self,
+            self._prompt_sources,
+            topics,
+            transforms,
+            max_age,
+            qos_depth=int(p("qos_depth").value),
+        )
+        self.get_logger().info(
+            f"prompt from {', '.join(self._prompt_sources)}"
+            + (
+                f" ({', '.join(prompts.topics.values())}, extrinsics from {transforms.source}, "
+                f"max_prompt_age {max_age:g} s)"
+                if clouds
+                else ""
+            )
+        )
+        return prompts
+
+    def _static_transforms(self) -> StaticTransforms:
+        path = str(self.get_parameter("calibration_file").value)
+        if path:
+            try:
+                calibration = load_calibration(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise NodeStartupError(f"calibration_file {path}: {exc}") from None
+            return StaticTransforms.from_calibration(calibration, f"calibration_file {path}")
+        try:
+            from depth_perception.ros.tf_static import TF_STATIC_TOPIC, TfStaticListener
+        except ImportError as exc:  # no tf2_msgs: neither a ROS install nor the bootstrap's
+            raise NodeStartupError(
+                f"prompt clouds need their extrinsics: /tf_static cannot be read ({exc}); set "
+                "calibration_file, or run scripts/bootstrap.sh (builds tf2_msgs)"
+            ) from None
+        transforms = StaticTransforms(source=TF_STATIC_TOPIC)
+        self._tf_listener = TfStaticListener(
+            self, transforms, lambda message: self._prompt_error("tf_static", message)
+        )
+        return transforms
+
+    def _prompt_error(self, kind: str, message: str) -> None:
+        self._prompt_errors[kind] = self._prompt_errors.get(kind, 0) + 1
+        self.diagnostics.error(
+            message,
+            kind=kind,
+            prompt_errors=sum(self._prompt_errors.values()),
+            **{f"errors_{k}": n for k, n in self._prompt_errors.items()},
+        )
+
     # -- input side --------------------------------------------------------------------------
-    def _on_synced(
-        self, rgb: Image | CompressedImage, depth: Image | CompressedImage, info: CameraInfo
-    ) -> None:
+    def _on_synced(self, *msgs: Image | CompressedImage | CameraInfo) -> None:
+        rgb, depth, info = msgs if self._takes_depth else (msgs[0], None, msgs[1])
         frame = _SyncedFrame(rgb, depth, info, time.monotonic())
         with self._wake:
             if self._pending is not None:
@@ -266,14 +418,18 @@ class DepthCompletionNode(Node):
             self._dropped.report("engine", f"processing failed: {type(exc).__name__}: {exc}")
 
     # -- processing --------------------------------------------------------------------------
-    def _decode(self, frame: _SyncedFrame) -> tuple[np.ndarray, np.ndarray, Intrinsics, int]:
-        """(rgb, depth in metres, intrinsics of the depth image, out-of-range pixel count)."""
-        check_image_size(frame.depth, "depth", self._max_pixels)
+    def _decode(self, frame: _SyncedFrame) -> tuple[np.ndarray, np.ndarray | None, Intrinsics, int]:
+        """(rgb, depth in metres or None, intrinsics of the output image, out-of-range pixel
+        count). The output image is the depth image's when there is one, else the colour's."""
+        if frame.depth is not None:
+            check_image_size(frame.depth, "depth", self._max_pixels)
         check_image_size(frame.rgb, "colour", self._max_pixels)
-        try:
-            depth = depth_image_to_metres(frame.depth)
-        except (ValueError, CvBridgeError) as exc:
-            raise FrameRejected("depth", str(exc)) from None
+        depth = None
+        if frame.depth is not None:
+            try:
+                depth = depth_image_to_metres(frame.depth)
+            except (ValueError, CvBridgeError) as exc:
+                raise FrameRejected("depth", str(exc)) from None
         try:
             rgb = image_to_rgb(frame.rgb)
         except (ValueError, CvBridgeError) as exc:
@@ -282,13 +438,13 @@ class DepthCompletionNode(Node):
             intrinsics = camera_info_to_intrinsics(frame.info)
         except ValueError as exc:
             raise FrameRejected("camera_info", str(exc)) from None
-        height, width = depth.shape
+        height, width = depth.shape if depth is not None else rgb.shape[:2]
         if intrinsics.size != (width, height):
             # camera_info of another resolution of the same (registered) camera
             intrinsics = intrinsics.scaled(width, height)
         if rgb.shape[:2] != (height, width):
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        out_of_range = self._limit_range(depth)
+        out_of_range = self._limit_range(depth) if depth is not None else 0
         return rgb, depth, intrinsics, out_of_range
 
     def _limit_range(self, depth: np.ndarray) -> int:
@@ -300,9 +456,33 @@ class DepthCompletionNode(Node):
             depth[outside] = np.nan
         return count
 
+    def _build_prompt(
+        self, header, intrinsics: Intrinsics, depth: np.ndarray | None
+    ) -> PromptBuild:
+        camera_frame = self._camera_frame or intrinsics.frame_id or str(header.frame_id)
+        if not camera_frame and self.prompts.cloud_sources:
+            build = PromptBuild(prompt=None)
+            build.errors.append(
+                (
+                    "prompt_transform",
+                    "the camera_info has no frame_id: set camera_frame to the camera's optical "
+                    "frame in the extrinsics",
+                )
+            )
+            return build
+        build = self.prompts.build(stamp_to_ns(header.stamp), intrinsics, camera_frame, depth)
+        if build.prompt is not None:
+            self._limit_range(build.prompt)
+            if not np.isfinite(build.prompt).any():
+                build.prompt = None
+        for kind, message in build.errors:
+            self._prompt_error(kind, message)
+        return build
+
     def _process(self, frame: _SyncedFrame) -> None:
         rgb, depth, intrinsics, out_of_range = self._decode(frame)
-        header = frame.depth.header  # outputs describe the registered depth image
+        # Outputs describe the registered depth image, or the colour image without one.
+        header = (frame.depth if frame.depth is not None else frame.rgb).header
         warnings: list[tuple[str, str]] = []  # (kind, message): logs are throttled per kind
         stamp_problem = self._stamps.check(
             stamp_to_ns(header.stamp), self.get_clock().now().nanoseconds
@@ -319,27 +499,60 @@ class DepthCompletionNode(Node):
                 )
             )
 
-        in_ratio = valid_ratio(depth)
-        if in_ratio == 0.0 or in_ratio < self._min_valid_ratio:
-            self._blind_frames += 1
-        if in_ratio < self._min_valid_ratio:
-            # No metric anchor: whatever a model says here is a guess of scale. Publish "unknown".
-            warnings.append(
-                (
-                    "blind",
-                    f"input depth valid ratio {in_ratio:.4f} < min_input_valid_ratio "
-                    f"{self._min_valid_ratio}: published no depth",
+        inputs = FrameInputs(
+            intrinsics=intrinsics,
+            rgb=rgb if self.inputs.colour else None,
+            depth=depth if self.inputs.depth else None,
+            stamp_ns=stamp_to_ns(header.stamp),
+        )
+        prompt_values: dict[str, object] = {}
+        run = True
+        if self.inputs.depth:
+            in_ratio = valid_ratio(depth)
+            if in_ratio == 0.0 or in_ratio < self._min_valid_ratio:
+                self._blind_frames += 1
+            if in_ratio < self._min_valid_ratio:
+                # No metric anchor: whatever a model says here is a guess of scale. Publish
+                # "unknown".
+                warnings.append(
+                    (
+                        "blind",
+                        f"input depth valid ratio {in_ratio:.4f} < min_input_valid_ratio "
+                        f"{self._min_valid_ratio}: published no depth",
+                    )
                 )
-            )
-            result = CompletionResult(
-                depth=np.full(depth.shape, np.nan, np.float32),
-                confidence=np.zeros(depth.shape, np.float32),
-            )
-        else:
-            if in_ratio == 0.0:  # the user asked for prompt-free output (min ratio 0)
+                run = False
+            elif in_ratio == 0.0:  # the user asked for prompt-free output (min ratio 0)
                 warnings.append(("blind", "no valid input depth: the output's scale is a guess"))
-            result = self.engine.complete(rgb, depth, intrinsics)
+        if self.inputs.prompt:
+            build = (
+                self._build_prompt(header, intrinsics, depth)
+                if self.prompts is not None
+                else PromptBuild(prompt=None)
+            )
+            inputs.prompt = build.prompt
+            prompt_values = build.values()
+            if not self.inputs.depth:
+                in_ratio = valid_ratio(build.prompt) if build.prompt is not None else 0.0
+            if build.prompt is None:
+                self._frames_without_prompt += 1
+                reasons = "; ".join(m for _, m in build.problems + build.errors) or (
+                    "no prompt source configured"
+                )
+                if self.inputs.prompt_optional:
+                    warnings.append(("no_prompt", f"no prompt ({reasons}): ran without one"))
+                else:
+                    warnings.append(("no_prompt", f"no prompt ({reasons}): published no depth"))
+                    run = False
+            else:
+                warnings.extend(build.problems)
+            inputs.prompt_report = prompt_values
+
+        if run:
+            result = self.engine.run(inputs)
             self._limit_range(result.depth)
+        else:
+            result = no_result((intrinsics.height, intrinsics.width))
 
         self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
         if self._pub_depth_cd is not None:
@@ -393,6 +606,12 @@ class DepthCompletionNode(Node):
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
         )
+        if self.inputs.prompt:
+            values.update(
+                frames_without_prompt=self._frames_without_prompt,
+                prompt_errors=sum(self._prompt_errors.values()),
+                **prompt_values,
+            )
         if warnings:
             message = "; ".join(text for _, text in warnings)
             self.diagnostics.warn(message, kind="+".join(k for k, _ in warnings), **values)

@@ -1,8 +1,13 @@
 """Replay decoded frames to a depth node over DDS and collect what it publishes.
 
-The client plays the camera driver: colour (rgb8), registered depth (16UC1 mm, as RealSense /
-Orbbec drivers publish) and camera_info with one stamp per frame, under the node's namespace.
-It collects ``depth_completed/image`` and ``depth_completed/status`` by stamp.
+The client plays the sensor drivers, publishing the streams a pipeline takes (``roles``, from
+:func:`depth_perception.engines.base.input_roles`; the same rule the node subscribes by):
+colour (rgb8), registered depth (16UC1 mm, as RealSense / Orbbec drivers publish) and
+camera_info with one stamp per frame, under the node's namespace; with ``lidar`` / ``radar``,
+the frame's scan (``frame.extra``, its own frame_id and stamp) on ``lidar/points`` /
+``radar/points`` just before the images, and the rig's extrinsics (the frame's calibration)
+once on ``/tf_static`` (transient local, as static_transform_publisher). It collects
+``depth_completed/image`` and ``depth_completed/status`` by stamp.
 
 Two pacings:
 - lockstep (``rate=None``): publish a frame, wait for its result, then the next one. The
@@ -21,12 +26,17 @@ import numpy as np
 import rclpy
 from depth_perception_msgs.msg import CompletionStatus
 from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
+from depth_perception.core.prompts import CLOUD_SOURCES
+from depth_perception.engines.base import RGBD_INPUTS, input_roles
+from depth_perception.eval.pipelines import frame_cloud
+from depth_perception.io.calibration import Calibration
 from depth_perception.io.frames import RGBDFrame
-from depth_perception.ros.completion_node import INPUT_TOPICS, OUTPUT_PREFIX
+from depth_perception.ros.completion_node import OUTPUT_PREFIX, ROLE_TOPICS
 from depth_perception.ros.conversions import (
+    array_to_pointcloud2,
     depth_image_to_metres,
     intrinsics_to_camera_info,
     metres_to_depth_image,
@@ -45,19 +55,57 @@ class ReplayResult:
     round_trip_ms: float | None  # publish -> result received (lockstep pacing only)
 
 
-class ReplayClient:
-    """A camera-driver stand-in with its own rclpy context (safe beside other nodes in-process)."""
+#: What a completion node takes by default: colour, depth, camera_info.
+RGBD_ROLES = input_roles(RGBD_INPUTS)
+#: Spin this long after publishing a frame's scans, before its images: the node's newest scan
+#: is then that frame's (clouds and images travel on separate topics, unsynchronised).
+CLOUD_SETTLE_S = 0.03
+#: ... and this long after a new ``/tf_static`` (once per calibration).
+TF_SETTLE_S = 0.3
 
-    def __init__(self, namespace: str = "/camera", node_name: str = "depth_replay") -> None:
+
+class ReplayClient:
+    """A sensor-driver stand-in with its own rclpy context (safe beside other nodes in-process).
+
+    ``roles``: the streams to publish (default colour, depth and camera_info); ``calibration``:
+    the extrinsics to put on ``/tf_static`` for ``lidar`` / ``radar`` when a frame carries none
+    of its own (``frame.extra["calibration"]``).
+    """
+
+    def __init__(
+        self,
+        namespace: str = "/camera",
+        node_name: str = "depth_replay",
+        roles: tuple[str, ...] = RGBD_ROLES,
+        calibration: Calibration | None = None,
+    ) -> None:
+        unknown = set(roles) - set(ROLE_TOPICS)
+        if unknown:
+            raise ValueError(f"ReplayClient cannot publish {sorted(unknown)}")
+        self.roles = tuple(roles)
+        self.calibration = calibration
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(node_name, namespace=namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         qos = reliable_qos(depth=10)
-        self._pub_rgb = self.node.create_publisher(Image, INPUT_TOPICS[0], qos)
-        self._pub_depth = self.node.create_publisher(Image, INPUT_TOPICS[1], qos)
-        self._pub_info = self.node.create_publisher(CameraInfo, INPUT_TOPICS[2], qos)
+        self._pubs = {}
+        for role in self.roles:
+            kind = {"rgb_info": CameraInfo, **dict.fromkeys(CLOUD_SOURCES, PointCloud2)}
+            self._pubs[role] = self.node.create_publisher(
+                kind.get(role, Image), ROLE_TOPICS[role], qos
+            )
+        self._pub_rgb = self._pubs.get("rgb")
+        self._pub_depth = self._pubs.get("depth")
+        self._pub_info = self._pubs.get("rgb_info")
+        self._clouds = [r for r in self.roles if r in CLOUD_SOURCES]
+        self._pub_tf = None
+        self._tf_sent: list | None = None
+        if self._clouds:
+            from depth_perception.ros.tf_static import TF_STATIC_TOPIC, TFMessage, tf_static_qos
+
+            self._pub_tf = self.node.create_publisher(TFMessage, TF_STATIC_TOPIC, tf_static_qos())
         self._depth_out: dict[int, Image] = {}
         self._status_out: dict[int, CompletionStatus] = {}
         self.node.create_subscription(
@@ -82,10 +130,7 @@ class ReplayClient:
         """Wait until the node under test subscribes to our inputs and publishes its outputs."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            connected = all(
-                p.get_subscription_count() > 0
-                for p in (self._pub_rgb, self._pub_depth, self._pub_info)
-            )
+            connected = all(p.get_subscription_count() > 0 for p in self._pubs.values())
             outputs = self.node.count_publishers(
                 self.node.resolve_topic_name(f"{OUTPUT_PREFIX}/image")
             )
@@ -96,12 +141,38 @@ class ReplayClient:
         return False
 
     def publish(self, frame: RGBDFrame) -> None:
+        """The frame's streams (``roles``): its scans first (and ``/tf_static`` when its
+        calibration is new), a short settle, then camera_info, colour and depth."""
+        if self._clouds:
+            self.publish_tf_static(frame.extra.get("calibration") or self.calibration, frame)
+            sent = False
+            for source in self._clouds:
+                scan = frame_cloud(frame, source)
+                if scan is not None:
+                    cloud, frame_id, stamp_ns = scan
+                    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+                    self._pubs[source].publish(array_to_pointcloud2(cloud, header))
+                    sent = True
+            if sent:
+                self.spin_for(CLOUD_SETTLE_S)
         header = Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
         self.publish_messages(
             numpy_to_image(frame.rgb, "rgb8", header),
-            metres_to_depth_image(frame.depth, header, "16UC1"),
+            metres_to_depth_image(frame.depth, header, "16UC1") if self._pub_depth else None,
             intrinsics_to_camera_info(frame.intrinsics, header),
         )
+
+    def publish_tf_static(self, calibration: Calibration | None, frame: RGBDFrame) -> None:
+        """The calibration's extrinsics on ``/tf_static``, once per distinct set."""
+        if calibration is None or self._pub_tf is None:
+            return
+        if self._tf_sent == calibration.extrinsics:
+            return
+        from depth_perception.ros.tf_static import extrinsics_to_tf_message
+
+        self._pub_tf.publish(extrinsics_to_tf_message(calibration.extrinsics, frame.stamp_ns))
+        self._tf_sent = list(calibration.extrinsics)
+        self.spin_for(TF_SETTLE_S)
 
     def publish_messages(
         self, rgb: Image | None, depth: Image | None, info: CameraInfo | None
@@ -110,7 +181,13 @@ class ReplayClient:
         leaves that input out, e.g. a colour image the driver dropped."""
         for pub, msg in ((self._pub_info, info), (self._pub_rgb, rgb), (self._pub_depth, depth)):
             if msg is not None:
+                if pub is None:
+                    raise ValueError("this ReplayClient does not publish that input")
                 pub.publish(msg)
+
+    def publish_cloud(self, source: str, cloud: PointCloud2) -> None:
+        """A ready-made ``lidar`` / ``radar`` cloud (e.g. a malformed one)."""
+        self._pubs[source].publish(cloud)
 
     def _take(self, stamp_ns: int) -> tuple[np.ndarray | None, CompletionStatus | None]:
         msg = self._depth_out.pop(stamp_ns, None)

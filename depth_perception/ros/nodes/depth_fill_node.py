@@ -1,8 +1,10 @@
 """depth_fill_node: classical hole filling of registered depth (the baseline; no model).
 
 Parameters (config/depth_fill.yaml): ``method`` (nearest | inpaint_telea | inpaint_ns | ipbasic |
-jbu | passthrough)
-plus those of every completion node (see depth_perception.ros.completion_node).
+jbu | passthrough), plus those of every completion node (see
+depth_perception.ros.completion_node). The hole fills and passthrough take the registered depth;
+``jbu`` densifies a sparse prompt instead, from ``prompt_sources`` (e.g. ``[lidar]``: the LiDAR
+scan projected into the camera; no depth topic is subscribed then).
 """
 
 from __future__ import annotations

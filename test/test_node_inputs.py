@@ -1,0 +1,232 @@
+"""The node base subscribes to what the engine declares: depth_fill_node's ``jbu`` on a LiDAR
+(and radar) prompt, over real DDS, fed from a recorded bag, against the offline engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from node_harness import by_stamp, running_node
+from std_msgs.msg import Header
+
+from depth_perception.engines.base import PROMPT_INPUTS
+from depth_perception.eval.evaluate import (
+    FrameInputsBuilder,
+    chain_bags,
+    pipeline_frames,
+    run_offline,
+)
+from depth_perception.eval.pipelines import get_pipeline
+from depth_perception.io.bag import write_sim_bag
+from depth_perception.io.calibration import save_calibration
+from depth_perception.ros.conversions import (
+    array_to_pointcloud2,
+    depth_image_to_metres,
+    intrinsics_to_camera_info,
+    ns_to_stamp,
+    numpy_to_image,
+)
+from depth_perception.ros.launcher import NodeProcess
+from depth_perception.sim.sequence import SequenceConfig
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """A recorded bag (colour, depth, camera_info, LiDAR, radar, /tf_static, calibration.yaml),
+    read back as eval-bag reads it: each frame carries its scans and the bag's calibration."""
+    path = tmp_path_factory.mktemp("bags") / "lidar_radar"
+    cfg = SequenceConfig(
+        scene_kind="tabletop", seed=5, n_frames=4, fps=10.0, width=96, height=72, radar=True
+    )
+    write_sim_bag(path, cfg, progress=False)
+    out = list(chain_bags([path]))
+    assert all(f.extra.get("lidar") is not None for f in out)
+    return out
+
+
+def _without_calibration(frame):
+    return replace(frame, extra={k: v for k, v in frame.extra.items() if k != "calibration"})
+
+
+def _statuses(collector, level=None):
+    return [
+        s
+        for arr in collector.msgs["/diagnostics"]
+        for s in arr.status
+        if "depth_fill_node" in s.name and (level is None or s.level == level)
+    ]
+
+
+def _value(status, key):
+    return next((kv.value for kv in status.values if kv.key == key), None)
+
+
+def _publish_images(client, frame, stamp_ns):
+    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame.frame_id)
+    client.publish_messages(
+        numpy_to_image(frame.rgb, "rgb8", header),
+        None,
+        intrinsics_to_camera_info(frame.intrinsics, header),
+    )
+
+
+def _wait_output(collector, stamp_ns, timeout=15.0):
+    assert collector.spin_until(
+        lambda: by_stamp(collector.msgs["depth_completed/image"], stamp_ns) is not None, timeout
+    ), f"no output for stamp {stamp_ns}"
+    return depth_image_to_metres(by_stamp(collector.msgs["depth_completed/image"], stamp_ns))
+
+
+def test_lidar_prompt_from_tf_static_equals_offline_and_stale_scans_never_block(frames, tmp_path):
+    pipeline = get_pipeline("jbu_lidar")
+    engine = pipeline.make_engine()
+    fed = pipeline_frames(pipeline, frames)
+    expected = [run_offline(engine, inputs).depth for _, inputs in fed]
+    assert all(np.isfinite(e).mean() > 0.9 for e in expected)
+    log = tmp_path / "node.log"
+    params = {**pipeline.node_parameters, "diagnostics_period": 0.2}
+    with running_node(
+        "depth_fill_node", "depth_fill.yaml", "/prompt_tf", log, params, roles=pipeline.roles
+    ) as (node, client, collector):
+        # The node takes colour, camera_info and the LiDAR; no depth (jbu declares a prompt).
+        graph = collector.node
+        assert graph.count_subscribers("/prompt_tf/depth_registered/image_rect") == 0
+        assert graph.count_subscribers("/prompt_tf/lidar/points") == 1
+        assert graph.count_subscribers("/tf_static") >= 1
+
+        # Before any /tf_static: the scan cannot be placed; said so, and the frame still goes.
+        early = _without_calibration(replace(frames[0], stamp_ns=frames[0].stamp_ns - 10**9))
+        (result,) = client.run([early], timeout_s=10.0)
+        assert result.depth is not None and np.isnan(result.depth).all()
+        assert collector.spin_until(lambda: _statuses(collector, DiagnosticStatus.ERROR))
+        error = _statuses(collector, DiagnosticStatus.ERROR)[0]
+        assert "no transform from 'lidar_link'" in error.message, error.message
+        assert "frames known: none yet" in error.message
+
+        # The bag's frames: scans + /tf_static from the recording -> exactly the offline engine.
+        results = list(client.run(frames, timeout_s=20.0))
+        for res, exp in zip(results, expected, strict=True):
+            assert res.depth is not None, log.read_text()
+            np.testing.assert_array_equal(res.depth, exp)
+        status = results[-1].status
+        assert status.model_id == "classical/jbu"
+        assert 0 < status.input_valid_ratio < 0.5  # the prompt is the sparse input
+
+        # A frame 2 s after the last scan: no fresh prompt. Counted, published as "no depth"
+        # with a WARN, and answered at once (the camera stream never waits for the LiDAR).
+        last = frames[-1]
+        late = last.stamp_ns + 2 * 10**9
+        t0 = time.monotonic()
+        _publish_images(client, last, late)
+        out = _wait_output(collector, late)
+        assert time.monotonic() - t0 < 5.0
+        assert np.isnan(out).all()
+        assert collector.spin_until(
+            lambda: any(
+                _value(s, "frames_without_prompt") == "2" for s in _statuses(collector)
+            )  # the early frame and this one
+        )
+        warn = next(s for s in _statuses(collector) if _value(s, "frames_without_prompt") == "2")
+        assert warn.level == DiagnosticStatus.WARN
+        assert "newest scan is 2.000 s older than the frame" in warn.message, warn.message
+
+        # The next frame with its scan is completed again.
+        again = replace(frames[1], stamp_ns=late + 10**8)
+        (res,) = client.run([again], timeout_s=10.0)
+        np.testing.assert_array_equal(res.depth, expected[1])
+        ok = [s for s in _statuses(collector) if _value(s, "lidar_points_used") is not None]
+        assert int(_value(ok[-1], "lidar_discarded_behind")) > 0  # a 360° scan, half behind
+        assert node.alive()
+
+
+def test_lidar_and_radar_with_a_calibration_file_and_malformed_clouds(frames, tmp_path):
+    calibration = frames[0].extra["calibration"]
+    cal_file = save_calibration(calibration, tmp_path / "rig.yaml")
+    sources = ("lidar", "radar")
+    build = FrameInputsBuilder(PROMPT_INPUTS, sources)
+    expected = [
+        run_offline(get_pipeline("jbu_lidar").make_engine(), build(f)).depth for f in frames
+    ]
+    params = {
+        "method": "jbu",
+        "prompt_sources": list(sources),
+        "calibration_file": str(cal_file),
+        "diagnostics_period": 0.2,
+    }
+    log = tmp_path / "node.log"
+    roles = ("rgb", "rgb_info", "lidar", "radar")
+    plain = [_without_calibration(f) for f in frames]  # nothing on /tf_static: the file only
+    with running_node(
+        "depth_fill_node", "depth_fill.yaml", "/prompt_cal", log, params, roles=roles
+    ) as (node, client, collector):
+        results = list(client.run(plain, timeout_s=20.0))
+        for res, exp in zip(results, expected, strict=True):
+            np.testing.assert_array_equal(res.depth, exp)
+        assert "extrinsics from calibration_file" in log.read_text()
+
+        frame = frames[0]
+        stamp = frame.stamp_ns + 5 * 10**9
+        good = frame.extra["lidar"]
+        nan_cloud = good.copy()
+        nan_cloud["x"] = np.nan
+        no_z = np.zeros(10, [("x", "<f4"), ("y", "<f4"), ("intensity", "<f4")])
+        cases = [
+            ("empty", good[:0], "lidar_link", "the cloud is empty"),
+            ("nan", nan_cloud, "lidar_link", f"all {len(good)} points have NaN"),
+            ("no z", no_z, "lidar_link", "no z field(s); its fields are ['x', 'y', 'intensity']"),
+            ("unknown frame", good, "velodyne", "no transform from 'velodyne'"),
+            ("no frame_id", good, "", "the cloud has no header.frame_id"),
+        ]
+        for i, (name, cloud, frame_id, text) in enumerate(cases):
+            t = stamp + i * 10**8
+            header = Header(stamp=ns_to_stamp(t), frame_id=frame_id)
+            client.publish_cloud("lidar", array_to_pointcloud2(cloud, header))
+            client.spin_for(0.05)
+            _publish_images(client, frame, t)
+            out = _wait_output(collector, t)
+            assert np.isnan(out).all(), name  # no usable source: "no depth", not a crash
+            assert collector.spin_until(
+                lambda text=text: any(
+                    text in s.message for s in _statuses(collector, DiagnosticStatus.ERROR)
+                )
+            ), (name, [s.message for s in _statuses(collector)])
+            assert node.alive(), log.read_text()
+        error = next(s for s in _statuses(collector) if "velodyne" in s.message)
+        assert "lidar prompt (/prompt_cal/lidar/points)" in error.message
+        assert "calibration_file" in error.message
+        # Still serving: a good frame afterwards equals the offline engine.
+        (res,) = client.run([replace(plain[2], stamp_ns=stamp + 10**9)], timeout_s=10.0)
+        shifted = FrameInputsBuilder(PROMPT_INPUTS, sources)(frames[2])
+        np.testing.assert_array_equal(
+            res.depth, run_offline(get_pipeline("jbu_lidar").make_engine(), shifted).depth
+        )
+
+
+@pytest.mark.parametrize(
+    "params, text",
+    [
+        ({"method": "jbu"}, "needs a prompt: set prompt_sources"),
+        ({"method": "nearest", "prompt_sources": ["lidar"]}, "takes no prompt"),
+        ({"method": "jbu", "prompt_sources": ["sonar"]}, "unknown ['sonar']"),
+        (
+            {"method": "jbu", "prompt_sources": ["lidar"], "calibration_file": "/nope.yaml"},
+            "calibration_file /nope.yaml",
+        ),
+        ({"method": "jbu", "prompt_sources": ["lidar"], "max_prompt_age": 0.0}, "max_prompt_age"),
+    ],
+)
+def test_prompt_parameters_that_cannot_work_stop_the_node_with_one_line(params, text, tmp_path):
+    log = tmp_path / "node.log"
+    node = NodeProcess(
+        "depth_fill_node", namespace="/bad_prompt", parameters=params, log_path=log
+    ).start()
+    try:
+        node.process.wait(timeout=30)
+    finally:
+        node.stop()
+    assert node.process.returncode == 1, log.read_text()
+    assert text in log.read_text()
+    assert "Traceback" not in log.read_text()
