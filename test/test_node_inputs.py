@@ -3,16 +3,26 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import by_stamp, running_node
+from node_harness import H, W, by_stamp, make_frame, running_node
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
-from depth_perception.engines.base import PROMPT_INPUTS
+from depth_perception.engines.base import (
+    PROMPT_INPUTS,
+    CompletionResult,
+    Engine,
+    EngineInputs,
+    FrameInputs,
+)
 from depth_perception.eval.evaluate import (
     FrameInputsBuilder,
     chain_bags,
@@ -30,6 +40,8 @@ from depth_perception.ros.conversions import (
     numpy_to_image,
 )
 from depth_perception.ros.launcher import NodeProcess
+from depth_perception.ros.nodes.depth_fill_node import DepthFillNode
+from depth_perception.ros.replay import ReplayClient
 from depth_perception.sim.sequence import SequenceConfig
 
 
@@ -230,3 +242,73 @@ def test_prompt_parameters_that_cannot_work_stop_the_node_with_one_line(params, 
     assert node.process.returncode == 1, log.read_text()
     assert text in log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+class _PromptRecorder(Engine):
+    """Records what it is given; depth = the prompt where it has one, 1 m elsewhere (7 m
+    without any prompt)."""
+
+    model_id = "test/prompt_recorder"
+
+    def __init__(self, optional: bool) -> None:
+        self.inputs = EngineInputs(colour=True, prompt=True, prompt_optional=optional)
+        self.seen: list[FrameInputs] = []
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        self.seen.append(frame)
+        if frame.prompt is None:
+            return CompletionResult(depth=np.full(frame.shape, 7.0, np.float32))
+        return CompletionResult(depth=np.where(np.isfinite(frame.prompt), frame.prompt, 1.0))
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_sensor_depth_prompt_and_the_policy_for_frames_without_a_prompt(optional):
+    """prompt_sources: [sensor_depth] subscribes to the depth topic for the prompt only (the
+    engine declares no depth); a frame whose depth has no valid pixel has no prompt: a
+    prompt-optional engine runs without one, any other is not called and "no depth" goes out."""
+    engine = _PromptRecorder(optional)
+
+    class Node(DepthFillNode):
+        def make_engine(self):
+            return engine
+
+    namespace = f"/prompt_policy_{int(optional)}"
+    rclpy.init()
+    node = Node(
+        namespace=namespace,
+        parameter_overrides=[
+            Parameter("prompt_sources", Parameter.Type.STRING_ARRAY, ["sensor_depth"])
+        ],
+    )
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = ReplayClient(namespace)  # colour, depth, camera_info
+    try:
+        assert client.wait_for_node(20.0)
+        assert node.roles == ("rgb", "rgb_info", "depth")
+        frame = make_frame(0)
+        blind = replace(make_frame(1), depth=np.full((H, W), np.nan, np.float32))
+        first, second = client.run([frame, blind], timeout_s=15.0)
+        # The prompt is the sensor depth as published (16UC1 mm), NaN where it had holes.
+        np.testing.assert_array_equal(
+            first.depth, np.where(np.isnan(frame.depth), 1.0, frame.depth)
+        )
+        got = engine.seen[0]
+        assert got.depth is None and got.rgb is not None
+        np.testing.assert_array_equal(got.prompt, frame.depth)
+        assert got.prompt_report["sensor_depth_pixels"] == np.isfinite(frame.depth).sum()
+        assert first.status.input_valid_ratio == pytest.approx(np.isfinite(frame.depth).mean())
+        if optional:
+            assert len(engine.seen) == 2 and engine.seen[1].prompt is None
+            np.testing.assert_array_equal(second.depth, np.full((H, W), 7.0, np.float32))
+        else:
+            assert len(engine.seen) == 1
+            assert np.isnan(second.depth).all()
+        assert node._frames_without_prompt == 1
+    finally:
+        client.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown()

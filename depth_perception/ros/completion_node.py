@@ -507,6 +507,7 @@ class DepthCompletionNode(Node):
         )
         prompt_values: dict[str, object] = {}
         run = True
+        in_ratio = 0.0  # of the metric input: the sensor depth, else the prompt (none: 0)
         if self.inputs.depth:
             in_ratio = valid_ratio(depth)
             if in_ratio == 0.0 or in_ratio < self._min_valid_ratio:
@@ -524,21 +525,16 @@ class DepthCompletionNode(Node):
                 run = False
             elif in_ratio == 0.0:  # the user asked for prompt-free output (min ratio 0)
                 warnings.append(("blind", "no valid input depth: the output's scale is a guess"))
-        if self.inputs.prompt:
-            build = (
-                self._build_prompt(header, intrinsics, depth)
-                if self.prompts is not None
-                else PromptBuild(prompt=None)
-            )
+        if self.prompts is not None:  # the engine takes a prompt, and sources are configured
+            build = self._build_prompt(header, intrinsics, depth)
             inputs.prompt = build.prompt
             prompt_values = build.values()
             if not self.inputs.depth:
                 in_ratio = valid_ratio(build.prompt) if build.prompt is not None else 0.0
             if build.prompt is None:
                 self._frames_without_prompt += 1
-                reasons = "; ".join(m for _, m in build.problems + build.errors) or (
-                    "no prompt source configured"
-                )
+                reasons = "; ".join(m for _, m in build.problems + build.errors)
+                reasons = reasons or "no source has a valid point in the image"
                 if self.inputs.prompt_optional:
                     warnings.append(("no_prompt", f"no prompt ({reasons}): ran without one"))
                 else:
@@ -606,7 +602,7 @@ class DepthCompletionNode(Node):
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
         )
-        if self.inputs.prompt:
+        if self.prompts is not None:
             values.update(
                 frames_without_prompt=self._frames_without_prompt,
                 prompt_errors=sum(self._prompt_errors.values()),
