@@ -9,6 +9,7 @@ modules, and checked against what our student builds, at tiny and at the officia
 from __future__ import annotations
 
 import json
+from math import prod
 
 import pytest
 import torch
@@ -230,8 +231,6 @@ def test_official_student_parameter_count_is_the_readme_figure():
     official = official_student_keys(
         config.vit, config.encoder_feature_dims, config.decoder_features, config.last_dims
     )
-    from math import prod
-
     assert counts["total"] == sum(prod(s) for k, s in official.items() if not k.endswith(BUFFERS))
     assert counts["backbone"] + counts["head"] == counts["total"] and counts["prompt"] == 0
 
