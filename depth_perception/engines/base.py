@@ -106,13 +106,13 @@ def no_result(shape: tuple[int, int]) -> CompletionResult:
 
 def missing_frame_inputs(inputs: EngineInputs, frame: FrameInputs) -> list[str]:
     """The declared inputs ``frame`` lacks (a prompt only when it is not optional)."""
-    wanted = {
-        "colour": frame.rgb,
-        "depth": frame.depth,
-        "prompt": frame.prompt if not inputs.prompt_optional else 0,
-        "targets": frame.targets,
+    given = {
+        "colour": frame.rgb is not None,
+        "depth": frame.depth is not None,
+        "prompt": frame.prompt is not None or inputs.prompt_optional,
+        "targets": frame.targets is not None,
     }
-    return [name for name in inputs.names() if wanted[name] is None]
+    return [name for name in inputs.names() if not given[name]]
 
 
 class Engine:

@@ -90,12 +90,11 @@ class ReplayClient:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         qos = reliable_qos(depth=10)
-        self._pubs = {}
-        for role in self.roles:
-            kind = {"rgb_info": CameraInfo, **dict.fromkeys(CLOUD_SOURCES, PointCloud2)}
-            self._pubs[role] = self.node.create_publisher(
-                kind.get(role, Image), ROLE_TOPICS[role], qos
-            )
+        kinds = {"rgb_info": CameraInfo, **dict.fromkeys(CLOUD_SOURCES, PointCloud2)}
+        self._pubs = {
+            role: self.node.create_publisher(kinds.get(role, Image), ROLE_TOPICS[role], qos)
+            for role in self.roles
+        }
         self._pub_rgb = self._pubs.get("rgb")
         self._pub_depth = self._pubs.get("depth")
         self._pub_info = self._pubs.get("rgb_info")
