@@ -168,6 +168,12 @@ def test_shipped_configs(capsys):
     assert paper.optim.grad_clip == 1.0
     small = load_config(SMALL)
     assert small.model.preset == "vits14" and small.dist.strategy == "ddp"
+    # GPU configs fail loudly without CUDA instead of training on the CPU; CPU ones say auto.
+    assert paper.device == small.device == "cuda"
+    assert load_config(TINY).device == load_config(CONFIGS / "lingbot_default.yaml").device
+    assert load_config(TINY).device == "auto"
+    with pytest.raises(ValueError, match="device"):
+        load_config(TINY, ["device=gpu"])
 
     assert train_main(["--config", str(TINY), "--set", "iterations=5", "--print-config"]) == 0
     printed = capsys.readouterr().out
@@ -407,29 +413,62 @@ def test_training_run_checkpoints_logs_and_export(shards, tmp_path):
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
 
 
-def test_sigkill_and_resume_is_bitwise(shards, tmp_path):
+INTERRUPTED_ITERATIONS = 30
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def long_overrides(run: Path, train: Path, **extra) -> list[str]:
+    """The small config for 30 iterations (5 steps per epoch), checkpoints every 3."""
+    values = {
+        "iterations": INTERRUPTED_ITERATIONS,
+        "checkpoint.every": 3,
+        "log.image_every": 0,
+        "data.corrupt.p": 0.5,
+        **extra,
+    }
+    return small_overrides(run, train, **values)
+
+
+def train_command(run: Path, train: Path, *extra: str, **sets) -> list[str]:
+    args = [sys.executable, "-m", "training.train", "--config", str(TINY)]
+    overrides = long_overrides(run, train, **sets)
+    return args + [a for s in overrides for a in ("--set", s)] + list(extra)
+
+
+def logged_losses(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["train/loss"]) for r in map(json.loads, lines)]
+
+
+def assert_bitwise_same_run(run: Path, reference: Path) -> None:
+    """Identical final weights, the same losses step by step, each step logged once."""
+    ref_w = load_file(reference / "export" / "model.safetensors")
+    res_w = load_file(run / "export" / "model.safetensors")
+    assert ref_w.keys() == res_w.keys()
+    assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+    assert logged_losses(run) == logged_losses(reference)
+    assert [s for s, _ in logged_losses(run)] == list(range(1, INTERRUPTED_ITERATIONS + 1))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    command = train_command(run, shards["train"])
+    subprocess.run(command, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    return run
+
+
+def test_sigkill_and_resume_is_bitwise(shards, uninterrupted, tmp_path):
     """Kill a run with SIGKILL after its step-3 checkpoint (mid-epoch: 5 steps per epoch),
     resume it, and compare with an uninterrupted run: identical weights and losses."""
-    iterations = 30
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def command(run: Path, *extra: str) -> list[str]:
-        sets = small_overrides(
-            run,
-            shards["train"],
-            iterations=iterations,
-            **{"checkpoint.every": 3, "log.image_every": 0, "data.corrupt.p": 0.5},
-        )
-        args = [sys.executable, "-m", "training.train", "--config", str(TINY)]
-        return args + [a for s in sets for a in ("--set", s)] + list(extra)
-
-    reference = tmp_path / "reference"
-    subprocess.run(command(reference), cwd=ROOT, env=env, check=True, capture_output=True)
-
     killed = tmp_path / "killed"
     latest = killed / ckpt.CHECKPOINTS / ckpt.LATEST
     proc = subprocess.Popen(
-        command(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        train_command(killed, shards["train"]),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -441,23 +480,62 @@ def test_sigkill_and_resume_is_bitwise(shards, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "export").exists()  # really interrupted
     resumed_from = int(latest.read_text().strip().removeprefix(ckpt.PREFIX))
-    assert 3 <= resumed_from < iterations
+    assert 3 <= resumed_from < INTERRUPTED_ITERATIONS
     # Debris of a write cut short must neither confuse nor survive the resumed run.
     debris = killed / ckpt.CHECKPOINTS / ".tmp-step-00000099"
     debris.mkdir()
     (debris / ckpt.TRAINER_FILE).write_bytes(b"truncated")
 
-    subprocess.run(command(killed, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True)
-    ref_w = load_file(reference / "export" / "model.safetensors")
-    res_w = load_file(killed / "export" / "model.safetensors")
-    assert ref_w.keys() == res_w.keys()
-    assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
-
-    # Same losses step by step, each step logged once (records after the checkpoint dropped).
-    def losses(run: Path) -> list[tuple[int, float]]:
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [(r["step"], r["train/loss"]) for r in map(json.loads, lines)]
-
-    assert losses(killed) == losses(reference)
-    assert [s for s, _ in losses(killed)] == list(range(1, iterations + 1))
+    command = train_command(killed, shards["train"], "--resume")
+    subprocess.run(command, cwd=ROOT, env=ENV, check=True, capture_output=True)
+    # Records written after the checkpoint were dropped: each step logged once.
+    assert_bitwise_same_run(killed, uninterrupted)
     assert not debris.exists()
+
+
+def test_sigterm_checkpoints_the_step_and_resumes_bitwise(shards, uninterrupted, tmp_path):
+    """SIGTERM mid-run (periodic checkpoints off): the run checkpoints the step it is in,
+    exits with 143 (128 + SIGTERM), and --resume ends bitwise equal to the uninterrupted run.
+    The process is paused while the signal is sent, so the stop lands mid-run, not at the end.
+    (SIGUSR1 takes the same path: test_training_cluster.py checks the handler.)"""
+    signum = signal.SIGTERM
+    run = tmp_path / "run"
+    no_periodic = {"checkpoint.every": 0}
+    proc = subprocess.Popen(
+        train_command(run, shards["train"], **no_periodic),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    stopped = logged_losses(run)[-1][0]
+    assert 4 <= stopped < INTERRUPTED_ITERATIONS
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} at step {stopped} of {INTERRUPTED_ITERATIONS}" in stderr
+    # The signal's checkpoint is the only one, and it is the last step trained.
+    assert [p.name for p in ckpt.list_checkpoints(run / ckpt.CHECKPOINTS)] == [
+        ckpt.step_name(stopped)
+    ]
+    assert not (run / "export").exists()
+
+    # In this process, to the end: the uninterrupted run's weights and losses, bitwise.
+    trainer = Trainer(load_config(TINY, long_overrides(run, shards["train"], **no_periodic)))
+    try:
+        assert trainer.resume() == run / ckpt.CHECKPOINTS / ckpt.step_name(stopped)
+        trainer.fit()
+    finally:
+        trainer.close()
+    assert trainer.stopped_by is None
+    assert_bitwise_same_run(run, uninterrupted)

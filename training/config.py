@@ -28,6 +28,7 @@ from training.augment import AugmentConfig
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STRATEGIES = ("ddp", "fsdp")
+DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("step", "cosine", "constant")
 
 
@@ -155,12 +156,15 @@ class LogConfig:
     images: int = 2  # samples per image log
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True
+    samples: bool = False  # RUN/samples.jsonl: every step's sample keys per rank (audit)
 
 
 @dataclass
 class DistConfig:
     strategy: str = "ddp"  # ddp | fsdp (FULL_SHARD over the ViT blocks; for ViT-L and larger)
     backend: str | None = None  # None: nccl on CUDA, gloo on CPU
+    # How long a collective waits for a stopped rank before failing; also how long an orphaned
+    # worker (its torchrun agent died) may take to checkpoint before it exits anyway.
     timeout_min: float = 30.0
     find_unused_parameters: bool = False
 
@@ -203,6 +207,10 @@ class TrainConfig:
             raise ValueError("iterations and data.batch_size must be positive")
         if self.val.metric not in ("abs_rel", "rmse", "delta1"):
             raise ValueError("val.metric must be abs_rel, rmse or delta1")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.dist.timeout_min <= 0:
+            raise ValueError("dist.timeout_min must be positive")
         return self
 
 

@@ -1,30 +1,38 @@
-"""Distributed-aware loading of tar shards: every sample exactly once per epoch, exact resume.
+"""Distributed-aware loading of tar shards: every sample at most once per epoch, exact resume.
 
 Partition. Each epoch draws one permutation of all N samples of the manifest from
-``SeedSequence([seed, epoch])`` (the same on every rank, no communication needed). Rank r takes
-the r-th of ``world_size`` contiguous parts (``np.array_split``: when N does not divide, the
-first N % world_size ranks get one sample more). Inside a rank, the DataLoader workers take
-whole batches in turn: worker w gets batches w, w + W, w + 2W, ... of the rank's stream.
-torch's DataLoader asks its workers for batches round-robin and returns them in order, so the
-batches arrive exactly in stream order, which makes the state of a rank one number: how many
-samples of its stream were consumed. Across ranks and workers every sample is read exactly
-once; no sample is repeated to pad anything.
+``SeedSequence([seed, epoch])`` (the same on every rank, no communication needed) and deals it
+out *interleaved*: rank r of W takes positions r, r + W, r + 2W, ... (``perm[r::W]``). Step k
+of a run with batch b per rank therefore holds positions [k*W*b, (k+1)*W*b) of the permutation
+on the ranks together, the same samples as step k of one process with batch W*b: the
+partition depends on the global batch only, not on how it is split over processes. (A
+contiguous split, rank r taking the r-th block, would not: 2 x 2 and 1 x 4 would see
+different samples from step 2 on.) Inside a rank, the DataLoader workers take whole batches in
+turn: worker w gets batches w, w + K, w + 2K, ... of the rank's stream (K workers). torch's
+DataLoader asks its workers for batches round-robin and returns them in order, so the batches
+arrive exactly in stream order, which makes the state of a rank one number: how many samples
+of its stream were consumed. No sample is repeated to pad anything.
 
-Uneven lengths. Ranks may differ by one sample, hence by one batch. Under DDP a rank that runs
-out of batches early would leave the others waiting in their gradient all-reduce, so the
-trainer must either stop every rank after ``min(dataset.epoch_lengths()) // batch_size``
-steps (``ShardLoader.steps_per_epoch``; the few samples left over differ each epoch because
-the permutation does), or wrap the loop in ``torch.distributed.algorithms.Join`` to let the
-longer ranks finish.
+Remainder. Ranks in lockstep (DDP) run ``ShardLoader.steps_left()`` = floor((N - start) / (W*b))
+steps per epoch (``start`` = 0 unless a resume changed the layout mid-epoch, below), so a fresh
+epoch uses the first floor(N / B) * B positions of its permutation, B = W*b the global batch,
+and leaves the last N mod B out. Those are the same samples for every split of the same global
+batch (2 x 2 and 1 x 4 drop the same ones), and other ones every epoch, since the permutation
+changes. (Without lockstep, e.g. evaluation, a rank may read one sample more than another.)
 
 Resume. :class:`ShardLoader` (a DataLoader wrapper) counts the samples it hands out into the
-dataset, so ``dataset.state_dict()`` after a step is ``{epoch, consumed, ...}``; a new dataset
-with ``load_state_dict`` continues with exactly the samples (and, augmentation being seeded
-per sample and epoch, exactly the tensors) an uninterrupted run would have produced. Ranks run
-in lockstep, so rank 0's state may be loaded on every rank mid-epoch. Requirements: build the
-DataLoader through :class:`ShardLoader` (it tells the dataset the batch size, and refuses
-``persistent_workers``, whose long-lived worker copies of the dataset would miss
-``set_epoch`` / ``load_state_dict``); keep seed, world size and manifest when resuming.
+dataset, so ``dataset.state_dict()`` after a step is ``{epoch, start, consumed, position, ...}``
+(``position`` = start + W * consumed: how far the ranks together got in the permutation); a
+new dataset with ``load_state_dict`` continues with exactly the samples (and, augmentation
+being seeded per sample and epoch, exactly the tensors) an uninterrupted run would have
+produced. Ranks run in lockstep, so rank 0's state may be loaded on every rank mid-epoch.
+Another process count (or batch size) continues the epoch with :meth:`ShardDataset.seek`:
+the rest of the permutation from ``position`` on, dealt out interleaved over the new ranks
+(``perm[position + r::W']``, ``start`` = position), so within that epoch no sample is
+repeated and none is skipped except the final remainder of fewer than one global batch.
+Requirements: build the DataLoader through :class:`ShardLoader` (it tells the dataset the
+batch size, and refuses ``persistent_workers``, whose long-lived worker copies of the dataset
+would miss ``set_epoch`` / ``load_state_dict``); keep seed and manifest when resuming.
 
 Samples are read by random access (one ``pread`` per member, offsets from each shard's sidecar
 index); keep shards on storage that serves random reads well (local NVMe, a parallel file
@@ -49,6 +57,8 @@ from training.augment import AugmentConfig, augment
 from training.shards import ShardReader, decode_sample, read_manifest
 
 TARGETS = ("auto", "gt", "depth")
+# How an epoch's permutation is dealt out over ranks (recorded in the resume state).
+PARTITION = "interleaved"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,11 +71,22 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def rank_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
-    """Global sample ids of rank ``rank``'s stream for this epoch, in order."""
+def rank_order(
+    n: int, seed: int, epoch: int, rank: int, world_size: int, start: int = 0
+) -> np.ndarray:
+    """Global sample ids of rank ``rank``'s stream for this epoch, in order: the epoch's
+    permutation from position ``start`` on, dealt out interleaved (``perm[start + rank::W]``)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in [0, {world_size})")
-    return np.array_split(epoch_permutation(n, seed, epoch), world_size)[rank]
+    if not 0 <= start <= n:
+        raise ValueError(f"start {start} not in [0, {n}]")
+    return epoch_permutation(n, seed, epoch)[start + rank :: world_size]
+
+
+def stream_lengths(n: int, world_size: int, start: int = 0) -> list[int]:
+    """Length of every rank's stream (``rank_order``): they differ by at most one."""
+    base, extra = divmod(n - start, world_size)
+    return [base + (r < extra) for r in range(world_size)]
 
 
 def worker_positions(
@@ -115,7 +136,8 @@ class ShardDataset(IterableDataset):
     Each yielded item: ``image`` (3, H, W) float in [0, 1]; ``depth`` (1, H, W) raw sensor
     metres, 0 = hole; ``target`` (1, H, W) metres, 0 = invalid; ``valid`` (1, H, W) bool
     (target > 0); ``intrinsics`` (3, 3); ``self_supervised`` (target is the raw depth);
-    ``key``; ``index`` (position in this rank's epoch stream); ``epoch``; with ``lidar=True``
+    ``key``; ``index`` (position in this rank's epoch stream, counted from ``start``);
+    ``epoch``; with ``lidar=True``
     also ``prompt`` (1, H, W), the LiDAR points projected into the (augmented) image, 0 = none.
 
     ``target``: "auto" = ground truth where the sample has it, else the raw depth (the
@@ -155,25 +177,40 @@ class ShardDataset(IterableDataset):
         self.batch_size = int(batch_size)
         self.lidar = lidar
         self.epoch = 0
-        self.consumed = 0  # samples of this epoch's stream handed to the trainer
+        self.start = 0  # position in the epoch's permutation where the rank streams begin
+        self.consumed = 0  # samples of this rank's stream handed to the trainer
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
 
     # --- epochs and state ---------------------------------------------------------------
 
     def epoch_lengths(self) -> list[int]:
-        """Samples per rank in an epoch (they differ by at most one)."""
-        base, extra = divmod(self.num_samples, self.world_size)
-        return [base + (r < extra) for r in range(self.world_size)]
+        """Samples per rank in this epoch's streams, from ``start`` on (they differ by at most
+        one)."""
+        return stream_lengths(self.num_samples, self.world_size, self.start)
 
     def __len__(self) -> int:
         return self.epoch_lengths()[self.rank]
+
+    @property
+    def position(self) -> int:
+        """Samples of the epoch's permutation the ranks together consumed (ranks in lockstep:
+        each consumed as many as this one)."""
+        return min(self.start + self.world_size * self.consumed, self.num_samples)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch; a different epoch starts from its beginning, the current one keeps
         its progress (so a resumed trainer may call ``set_epoch`` as usual)."""
         if epoch != self.epoch:
-            self.epoch, self.consumed = int(epoch), 0
+            self.epoch, self.start, self.consumed = int(epoch), 0, 0
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Continue ``epoch`` after the first ``position`` samples of its permutation, dealt
+        out over this dataset's ranks: how a run resumes with another process count or batch
+        size without repeating or skipping a sample of the epoch."""
+        if not 0 <= position <= self.num_samples:
+            raise ValueError(f"position {position} not in [0, {self.num_samples}]")
+        self.epoch, self.start, self.consumed = int(epoch), int(position), 0
 
     def advance(self, n: int) -> None:
         """Record that ``n`` more samples of this epoch reached the trainer."""
@@ -182,20 +219,25 @@ class ShardDataset(IterableDataset):
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch,
+            "start": self.start,
             "consumed": self.consumed,
+            "position": self.position,
+            "partition": PARTITION,
             "seed": self.seed,
             "world_size": self.world_size,
             "num_samples": self.num_samples,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where ``state`` (same seed, process count and manifest) was."""
         for name in ("seed", "world_size", "num_samples"):
             if name in state and state[name] != getattr(self, name):
                 raise ValueError(
                     f"cannot resume: {name} was {state[name]}, is {getattr(self, name)} "
-                    "(the sample streams would differ)"
+                    "(the sample streams would differ; another process count: seek)"
                 )
         self.epoch = int(state["epoch"])
+        self.start = int(state.get("start", 0))
         self.consumed = min(int(state["consumed"]), len(self))
 
     # --- reading ------------------------------------------------------------------------
@@ -238,7 +280,9 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
-        order = rank_order(self.num_samples, self.seed, epoch, self.rank, self.world_size)
+        order = rank_order(
+            self.num_samples, self.seed, epoch, self.rank, self.world_size, self.start
+        )
         positions = worker_positions(
             len(order), self.consumed, self.batch_size, worker_id, num_workers
         )
@@ -348,9 +392,17 @@ class ShardLoader:
         )
 
     def steps_per_epoch(self, drop_last: bool = True) -> int:
-        """Batches every rank can run in lockstep in one epoch (use as the DDP step count)."""
-        shortest = min(self.dataset.epoch_lengths())
+        """Batches every rank can run in lockstep in a whole epoch (from its first sample):
+        floor(N / global batch), or with ``drop_last=False`` the shortest rank's batches
+        rounded up."""
+        shortest = min(stream_lengths(self.dataset.num_samples, self.dataset.world_size))
         return shortest // self.batch_size if drop_last else math.ceil(shortest / self.batch_size)
+
+    def steps_left(self) -> int:
+        """Full batches every rank can still run in lockstep in the current epoch (the DDP step
+        count): floor((N - position) / global batch) while ranks are in lockstep."""
+        shortest = min(self.dataset.epoch_lengths())
+        return max(shortest // self.batch_size - self.dataset.consumed // self.batch_size, 0)
 
     def __len__(self) -> int:
         """Batches left in the current epoch of this rank."""

@@ -22,6 +22,11 @@ Usage::
 Outputs under the run dir: ``checkpoints/`` (resumable), ``export/`` and ``best/`` (models for
 ``load_model`` / the ROS node / ``depth-perception eval-bag --checkpoint``), ``tb/``
 (TensorBoard), ``metrics.jsonl`` and the resolved ``config.yaml``.
+
+Signals: SIGTERM or SIGUSR1 stops every rank at the next step boundary after a checkpoint;
+the exit status is then 128 + the signal number (143, 138) and ``--resume`` continues
+exactly. Exit status 0: the run reached its last iteration (or ``--max-steps``) and exported.
+Under torchrun a worker whose agent died stops the same way (``training.lifecycle``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Sequence
 
 from training.config import dump_config, load_config
 from training.distributed import cleanup, init_distributed
+from training.lifecycle import StopRequest, launched_by_torchrun, watch_parent
 from training.trainer import Trainer
 
 
@@ -73,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    # From here on a stop signal means "checkpoint at the next step boundary", not "die".
+    stop = StopRequest().install()
+    if launched_by_torchrun():
+        watch_parent(grace_s=60 * cfg.dist.timeout_min)
     info = init_distributed(cfg.device, cfg.dist.backend, cfg.dist.timeout_min)
     logging.basicConfig(
         level=logging.INFO if info.is_main else logging.WARNING,
@@ -80,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     trainer = None
     try:
-        trainer = Trainer(cfg, info)
+        trainer = Trainer(cfg, info, stop=stop)
         if args.resume:
             trainer.resume(args.resume)
         trainer.fit(max_steps=args.max_steps)
@@ -88,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if trainer is not None:
             trainer.close()
         cleanup()
-    return 0
+    return 0 if trainer.stopped_by is None else 128 + trainer.stopped_by
 
 
 if __name__ == "__main__":

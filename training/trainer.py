@@ -18,9 +18,17 @@ Per iteration (identical code in a single process, under DDP and under FSDP):
 5. bf16 autocast on CUDA (fp16 with a grad scaler if asked), gradient clipping at 1.0,
    AdamW; a step with a non-finite gradient norm is skipped.
 
-Every epoch all ranks run ``ShardLoader.steps_per_epoch()`` steps (the shortest rank's batch
-count), so uneven rank lengths never leave a rank waiting in an all-reduce. Checkpoints
-(:mod:`training.checkpoint`) hold everything needed to continue bitwise-identically on CPU.
+Every epoch all ranks run ``ShardLoader.steps_left()`` steps (floor(samples / global batch)
+in a whole epoch), so no rank waits in an all-reduce for one that ran out; the samples are
+dealt out interleaved (:mod:`training.dataset`), so step k holds the same samples for every
+split of the same global batch: 2 processes x batch 2 compute what 1 process x batch 4
+computes, step for step. Checkpoints (:mod:`training.checkpoint`) hold everything needed to
+continue bitwise-identically on CPU, and the data position as a position in the epoch's
+permutation, so a resume with another process count neither repeats nor skips a sample.
+
+At every step boundary the ranks agree on whether any of them received a stop signal
+(SIGTERM / SIGUSR1, :mod:`training.lifecycle`); if so, all of them checkpoint that step and
+``fit`` returns with ``stopped_by`` set.
 """
 
 from __future__ import annotations
@@ -73,14 +81,22 @@ from training.config import (
     dump_config,
     to_dict,
 )
-from training.dataset import Collate, ShardDataset, ShardLoader
+from training.dataset import PARTITION, Collate, ShardDataset, ShardLoader
 from training.distributed import (
     DistInfo,
+    all_gather_objects,
+    all_reduce_max,
     all_reduce_sum,
     barrier,
     resolve_device,
     unwrap,
     wrap_model,
+)
+from training.lifecycle import (
+    StopRequest,
+    collective_failure_message,
+    is_collective_failure,
+    signal_name,
 )
 from training.optim import LRSchedule, build_optimizer
 from training.shards import read_manifest
@@ -88,6 +104,7 @@ from training.shards import read_manifest
 log = logging.getLogger("training.trainer")
 
 METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
 CONFIG_FILE = "config.yaml"
 EXPORT_DIR = "export"
 BEST_DIR = "best"
@@ -267,12 +284,17 @@ class Trainer:
     """Builds model, optimizer, schedule and data from a :class:`TrainConfig` and trains.
 
     ``info`` says where this process sits (:func:`training.distributed.init_distributed`);
-    without it the trainer runs as one process on ``cfg.device``.
+    without it the trainer runs as one process on ``cfg.device``. ``stop``: the stop requests
+    (signals) this process has received, checked at every step boundary.
     """
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, info: DistInfo | None = None, stop: StopRequest | None = None
+    ) -> None:
         self.cfg = cfg.validate()
         self.info = info or DistInfo(device=resolve_device(cfg.device))
+        self.stop = stop or StopRequest()
+        self.stopped_by: int | None = None  # the signal fit() stopped for
         self.device = self.info.device
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_root = self.run_dir / ckpt.CHECKPOINTS
@@ -310,12 +332,13 @@ class Trainer:
         self._seed_process(cfg.seed)
 
         self.train_loader = self._loader(cfg.data.train, "train")
+        # A whole epoch: the first floor(N / global batch) * global batch samples of its
+        # permutation; the rest (fewer than a global batch) waits for another epoch.
         self.steps_per_epoch = self.train_loader.steps_per_epoch()
         if self.steps_per_epoch < 1:
             raise ValueError(
-                f"{len(self.train_loader.dataset.epoch_lengths())} rank(s) x batch "
-                f"{cfg.data.batch_size} need more samples than the "
-                f"{self.train_loader.dataset.num_samples} in data.train"
+                f"{self.info.world_size} rank(s) x batch {cfg.data.batch_size} need more "
+                f"samples than the {self.train_loader.dataset.num_samples} in data.train"
             )
         self.val_loader = self._loader(cfg.val.data, "val") if cfg.val.data else None
 
@@ -324,6 +347,7 @@ class Trainer:
         self.best: dict | None = None
         self.writer = None
         self._last_log = (time.perf_counter(), 0)
+        self._saved_step: int | None = None  # the step of the last checkpoint written
 
     # --- setup helpers -------------------------------------------------------------------
 
@@ -528,7 +552,9 @@ class Trainer:
                 "format_version": ckpt.FORMAT_VERSION,
                 "step": self.step,
                 "epoch": self.epoch,
-                "epoch_step": dataset.consumed // self.cfg.data.batch_size,
+                # Global samples of the epoch's permutation already trained on (also in
+                # data.position): where another process count or batch size continues.
+                "epoch_step": dataset.position // self.global_batch,
                 "world_size": self.info.world_size,
                 "batch_size": self.cfg.data.batch_size,
                 "seed": self.cfg.seed,
@@ -546,12 +572,14 @@ class Trainer:
             ckpt.write_text_atomic(name + "\n", self.ckpt_root / ckpt.LATEST)
             ckpt.prune(self.ckpt_root, self.cfg.checkpoint.keep)
         barrier(self.info)
+        self._saved_step = self.step
         return final
 
     def resume(self, spec: str | Path = "auto") -> Path | None:
         """Continue from a checkpoint (``auto``: the run directory's latest; none there yet:
         start fresh). Same world size and batch: the exact data position and every rank's
-        RNG; otherwise the same epoch and step within it on the new partition."""
+        RNG; otherwise the same epoch from the same position in its permutation (the samples
+        not yet trained on, dealt out over the new ranks: none repeated, none skipped)."""
         path = ckpt.resolve_resume(spec, self.run_dir)
         if path is None:
             log.info("no checkpoint in %s: starting from scratch", self.ckpt_root)
@@ -573,46 +601,58 @@ class Trainer:
         self.step, self.epoch, self.best = int(state["step"]), int(state["epoch"]), state["best"]
 
         dataset = self.train_loader.dataset
+        data = state["data"]
+        for name in ("seed", "num_samples"):
+            if data[name] != getattr(dataset, name):
+                raise ValueError(
+                    f"{path}: cannot resume, data {name} was {data[name]}, is "
+                    f"{getattr(dataset, name)} (another seed or manifest)"
+                )
         same_layout = (state["world_size"], state["batch_size"]) == (
             self.info.world_size,
             self.cfg.data.batch_size,
         )
+        if data.get("partition") != PARTITION and self.info.is_main:
+            log.warning(
+                "%s was written with contiguous rank blocks: the rest of epoch %d may repeat "
+                "or skip some samples (later epochs are unaffected)",
+                path,
+                self.epoch,
+            )
         if same_layout:
-            self.train_loader.load_state_dict(state["data"])
+            self.train_loader.load_state_dict(data)
         else:
+            old_global = int(state["world_size"]) * int(state["batch_size"])
+            position = int(data.get("position", int(state["epoch_step"]) * old_global))
             if self.info.is_main:
                 log.warning(
-                    "resuming %d process(es) x batch %d from %d x %d: same epoch and step "
-                    "within it, but the new partition's samples",
+                    "resuming %d process(es) x batch %d from %d x %d: epoch %d continues "
+                    "after the %d samples of its permutation already trained on",
                     self.info.world_size,
                     self.cfg.data.batch_size,
                     state["world_size"],
                     state["batch_size"],
+                    self.epoch,
+                    position,
                 )
-            consumed = int(state["epoch_step"]) * self.cfg.data.batch_size
-            dataset.load_state_dict(
-                {
-                    "epoch": self.epoch,
-                    "consumed": consumed,
-                    "seed": state["data"]["seed"],
-                    "num_samples": state["data"]["num_samples"],
-                }
-            )
+            dataset.seek(self.epoch, position)
         rng_path = path / ckpt.rng_file(self.info.rank)
         if same_layout and rng_path.is_file():
             ckpt.restore_rng(ckpt.load_file(rng_path))
         else:
             self._seed_process(self.cfg.seed, salt=self.step)
         if self.info.is_main:
-            self._truncate_metrics(self.step)
+            for name in (METRICS_FILE, SAMPLES_FILE):
+                self._truncate_records(self.run_dir / name, self.step)
+        self._saved_step = self.step
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         return path
 
     # --- logging -------------------------------------------------------------------------
 
-    def _truncate_metrics(self, step: int) -> None:
+    @staticmethod
+    def _truncate_records(path: Path, step: int) -> None:
         """Drop records newer than ``step`` (written after the checkpoint we resumed from)."""
-        path = self.run_dir / METRICS_FILE
         if path.is_file():
             keep = [
                 line
@@ -641,6 +681,17 @@ class Trainer:
                 self.writer.add_scalar(k, v, self.step)
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps({"step": self.step, **named}) + "\n")
+
+    def _log_samples(self, keys: list[str], epoch: int) -> None:
+        """``log.samples``: the keys of this step's global batch, per rank, to
+        ``RUN/samples.jsonl`` (one gather per step; for auditing the data order)."""
+        if not self.cfg.log.samples:
+            return
+        per_rank = all_gather_objects(list(keys), self.info)
+        if self.info.is_main:
+            record = {"step": self.step, "epoch": epoch, "keys": per_rank}
+            with open(self.run_dir / SAMPLES_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def _log_images(self, tag: str, view: dict) -> None:
         if self.writer is None or not self.info.is_main:
@@ -688,29 +739,70 @@ class Trainer:
         dataset = self.train_loader.dataset
         scalars: dict[str, float] = {}
         try:
-            while self.step < stop:
+            while self.step < stop and self.stopped_by is None:
                 dataset.set_epoch(self.epoch)  # keeps a resumed epoch's position
-                done = dataset.consumed // cfg.data.batch_size
-                if done >= self.steps_per_epoch:
+                left = self.train_loader.steps_left()
+                if left < 1:
                     self.epoch += 1
                     continue
                 for batch in self.train_loader:
+                    keys, batch_epoch = batch["key"], int(batch["epoch"][0])
                     scalars, view = self.train_step(batch)
                     self.step += 1
-                    done += 1
-                    if done >= self.steps_per_epoch:
+                    left -= 1
+                    if left == 0:
                         # Move on now, so a checkpoint taken here resumes in the next epoch.
                         self.epoch += 1
                         dataset.set_epoch(self.epoch)
                     bar.update()
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}", epoch=self.epoch)
+                    self._log_samples(keys, batch_epoch)
                     self._after_step(scalars, view, stop)
-                    if done >= self.steps_per_epoch or self.step >= stop:
+                    if self.step < stop and self._stop_agreed():
+                        self._stop_here()
                         break
-            self.export()
+                    if left == 0 or self.step >= stop:
+                        break
+            if self.stopped_by is None:
+                self.export()
+        except Exception as exc:
+            if self.info.distributed and is_collective_failure(exc):
+                log.error(
+                    collective_failure_message(
+                        exc,
+                        self.info.rank,
+                        self.info.world_size,
+                        self.step,
+                        self.cfg.dist.timeout_min,
+                    )
+                )
+            raise
         finally:
             bar.close()
         return scalars
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank received a stop signal (one all-reduce, so all ranks agree)."""
+        flag = torch.tensor([self.stop.signum or 0], dtype=torch.int64, device=self.device)
+        all_reduce_max(flag, self.info)
+        signum = int(flag.item())
+        if signum and self.stop.signum is None:
+            self.stop.request(signum)  # another rank's signal: remember which one
+        return signum != 0
+
+    def _stop_here(self) -> None:
+        """Checkpoint this step on every rank (unless that just happened) and stop."""
+        if self._saved_step != self.step:
+            self.save_checkpoint()
+        self.stopped_by = self.stop.signum
+        if self.info.is_main:
+            log.warning(
+                "stopped by %s at step %d of %d: checkpoint %s written; continue with --resume",
+                signal_name(self.stopped_by),
+                self.step,
+                self.cfg.iterations,
+                self.ckpt_root / ckpt.step_name(self.step),
+            )
 
     def _after_step(self, scalars: dict[str, float], view: dict, stop: int) -> None:
         cfg = self.cfg
