@@ -10,6 +10,15 @@ For each prompt size (default 100, 2,000 and 40,000 points), one run times (medi
 - input:    ``model_input``: the (3, H, W) float32 [PDSA, GMDR, mask] tensor (canonical space),
 - total:    the three above,
 
+then, in the same run, the MetricAnything teacher on the 2,000-point prompt (``--teacher``, default
+the ``teacher_tiny`` preset: random weights, the compute of the CPU-test network):
+
+- forward:  the network's ``infer`` at 640x480 (its resize to the square input, the network with
+            the prepared [PDSA, GMDR, mask] prompt, the resize back),
+- prior:    the prompt-free prior on the colour image (``--prior``, default the shipped
+            LingBot-Depth model given colour only),
+- engine:   ``MetricAnythingTeacherEngine.run``: prior + PDSA/GMDR + forward, per frame,
+
 and two references measured in the same run: ``kdtree``, open3d's KD-tree build over the same N
 prompt pixels plus the 5-NN query of all other pixels (the search inside PDSA: align / kdtree
 is what the fits cost on top), and ``memcpy``, ``np.copyto`` of a (3, H, W) float32 buffer (the
@@ -17,7 +26,8 @@ floor for writing the model input). It also prints PDSA's and GMDR's AbsRel agai
 true depth (the prior is the truth distorted by a smooth affine-in-disparity field plus noise,
 as a prompt-free model's error might be).
 
-Usage: ``python bench/bench_prompt_prep.py [--sizes 100,2000,40000] [--repeats 10] [--json F]``
+Usage: ``python bench/bench_prompt_prep.py [--sizes 100,2000,40000] [--repeats 10] [--json F]
+[--teacher PRESET_OR_DIR] [--prior SPEC] [--device cpu|cuda] [--model-repeats 5]``
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.core.prompt_prep import PDSA_K, align_prompt, model_input  # noqa: E402
 from depth_perception.core.prompts import points_to_sparse_depth, transform_points  # noqa: E402
+from depth_perception.engines.base import FrameInputs  # noqa: E402
 
 
 def synthetic_scene(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +118,68 @@ def abs_rel(disp: np.ndarray, depth: np.ndarray) -> float:
     return float(np.mean(np.abs(1.0 / disp[ok] - depth[ok]) / depth[ok]))
 
 
+def bench_teacher(
+    args: argparse.Namespace, depth: np.ndarray, intr: Intrinsics, cam_T_lidar: np.ndarray
+) -> dict:
+    """The teacher's forward, its prior and the engine's whole frame on a 2,000-point prompt."""
+    import torch
+
+    from depth_perception.engines.metric_anything import (
+        MetricAnythingTeacherConfig,
+        MetricAnythingTeacherEngine,
+        prior_depth,
+    )
+    from depth_perception.models.metric_anything.presets import count_parameters
+
+    engine = MetricAnythingTeacherEngine(
+        MetricAnythingTeacherConfig(
+            checkpoint=args.teacher, prior=args.prior, device=args.device, precision="fp32"
+        )
+    )
+    h, w = depth.shape
+    rgb = np.random.default_rng(2).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    cloud = lidar_cloud(depth, intr, cam_T_lidar, 2000, seed=2000)
+    prompt = points_to_sparse_depth(transform_points(cloud, cam_T_lidar), intr)
+    _, _, model_input, _ = engine.prepare(rgb, prompt, intr)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).to(engine.device)
+    prompt_t = torch.from_numpy(model_input.tensor).to(engine.device)
+
+    def sync() -> None:
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def forward() -> None:
+        engine.model.infer(image, f_px=intr.fx, prompt=prompt_t)
+        sync()
+
+    frame = FrameInputs(intrinsics=intr, rgb=rgb, prompt=prompt)
+    reps = args.model_repeats
+    forward_ms = median_ms(forward, 1, reps)
+    prior_ms = median_ms(lambda: prior_depth(engine.prior, rgb, intr), 1, reps)
+    engine_ms = median_ms(lambda: (engine.run(frame), sync()), 1, reps)
+    params = sum(p.numel() for p in engine.model.parameters())
+    out = {
+        "teacher": args.teacher,
+        "parameters": params,
+        "network_input": engine.model.img_size,
+        "prior": engine.prior.model_id,
+        "device": str(engine.device),
+        "torch_threads": torch.get_num_threads(),
+        "forward_ms": forward_ms,
+        "prior_ms": prior_ms,
+        "engine_frame_ms": engine_ms,
+    }
+    if args.teacher in ("teacher_tiny", "teacher_small"):
+        out["parameters_by_group"] = count_parameters(args.teacher)
+    print(
+        f"  teacher {args.teacher} ({params / 1e6:.2f} M parameters, {engine.model.img_size} px "
+        f"input, {engine.device}, {torch.get_num_threads()} threads) at {w}x{h}, 2000 points: "
+        f"forward {forward_ms:.1f} ms  prior {prior_ms:.1f} ms  engine frame {engine_ms:.1f} ms "
+        f"(median of {reps})"
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--width", type=int, default=640)
@@ -115,6 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument("--teacher", default="teacher_tiny", help="teacher preset or checkpoint")
+    parser.add_argument("--prior", default="lingbot", help="the teacher's prior (engine spec)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda for the networks")
+    parser.add_argument("--model-repeats", type=int, default=5)
+    parser.add_argument("--no-teacher", action="store_true", help="preparation only")
     args = parser.parse_args(argv)
 
     w, h = args.width, args.height
@@ -179,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu": cpu,
         "rows": rows,
     }
+    if not args.no_teacher:
+        result["teacher"] = bench_teacher(args, depth, intr, cam_T_lidar)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,9 +21,9 @@ from typing import NoReturn
 
 from depth_perception.eval.pipelines import (
     BASELINES,
-    LEARNED,
     PIPELINE_GROUPS,
     PIPELINES,
+    TAKES_CHECKPOINT,
     MissingInputError,
     expand_pipelines,
 )
@@ -143,7 +143,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="learned pipelines: model dir, official model.pt or preset (default: shipped model)",
+        help="learned and ma_teacher_* pipelines: model dir, official model.pt or preset "
+        "(default: the shipped model; one method's pipelines at a time)",
     )
     p.add_argument("--figure-every", type=int, default=10)
 
@@ -157,12 +158,7 @@ def _run_eval(
     A pipeline whose inputs the recording lacks is skipped with a note; a corrupt record ends
     every pipeline's run there, and the frames scored before it are still reported.
     """
-    from depth_perception.eval.evaluate import (
-        HEADLINE_METRICS,
-        HIDE_AND_SEEK_METRICS,
-        EvalConfig,
-        evaluate,
-    )
+    from depth_perception.eval.evaluate import EvalConfig, evaluate, table_metrics
     from depth_perception.eval.report import compare_table
 
     out = _output_dir(out or args.out)
@@ -174,7 +170,7 @@ def _run_eval(
             rate=args.rate,
             max_frames=args.max_frames,
             figure_every=args.figure_every,
-            checkpoint=args.checkpoint if name in LEARNED else None,
+            checkpoint=args.checkpoint if name in TAKES_CHECKPOINT else None,
         )
         try:
             summary = evaluate(frames_factory(), cfg, out / name, f"{title}: {name}", total)
@@ -190,8 +186,8 @@ def _run_eval(
             if rtf
             else f"{name}: {summary.frames} frames"
         )
-    metrics = HIDE_AND_SEEK_METRICS if hidden else HEADLINE_METRICS
-    table = compare_table(summaries, list(metrics)) if summaries else "No pipeline could run.\n"
+    metrics = table_metrics(summaries, hidden)
+    table = compare_table(summaries, metrics) if summaries else "No pipeline could run.\n"
     text = f"# {title}\n\n"
     if truncated:
         text += (

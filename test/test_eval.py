@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -184,3 +185,78 @@ def test_complete_files_from_a_bag_and_real_captures(tiny_bag, tmp_path):
         items = pipeline_items(pipeline, frames_from(real))
         names = [p.name for p in complete_files(engine, items, tmp_path / "real")]
         assert names == [f"capture_{i}_depth.png" for i in range(4)]
+
+
+# --------------------------------------------------------------------------- MetricAnything teacher
+
+
+@pytest.fixture(scope="module")
+def street_bag(tmp_path_factory):
+    from depth_perception.cli import main
+
+    path = tmp_path_factory.mktemp("bags") / "street"
+    args = ["make-bag", str(path), "--kind", "street", "--frames", "3", "--width", "96"]
+    assert main([*args, "--height", "72"]) == 0
+    return path
+
+
+def test_eval_bag_scores_the_teacher_and_the_radar_protocol(street_bag, tmp_path, capsys):
+    from tiny_metric_anything import save_tiny_teacher
+
+    from depth_perception.cli import main
+    from depth_perception.eval.evaluate import RANGE_METRICS
+    from depth_perception.models.checkpoints import weights_digest
+
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    out = tmp_path / "eval"
+    names = ["ma_teacher_lidar", "ma_teacher_radar", "jbu_radar", "ma_teacher_down8"]
+    args = ["eval-bag", str(street_bag), "--mode", "offline", "--checkpoint", str(teacher)]
+    args += ["--out", str(out), "--figure-every", "0"]
+    assert main([*args, *(a for n in names for a in ("--pipeline", n))]) == 0
+    summaries = {n: _read(out / n) for n in names}
+    digest = weights_digest(teacher)
+    for name, summary in summaries.items():
+        assert summary["frames"] == 3, name
+        assert summary["extra"]["mode"] == "offline"
+        assert summary["metrics"]["coverage"]["mean"] > 0, name
+        assert ("radar" in name) == all(m in summary["metrics"] for m in RANGE_METRICS), name
+        if name.startswith("ma_teacher"):  # --checkpoint reached the teacher
+            assert f"metric-anything-teacher/teacher@{digest}" in summary["extra"]["model_id"]
+    assert summaries["jbu_radar"]["extra"]["model_id"] == "classical/jbu"
+    # Table 2's numbers: millimetres, growing with the range as far ground truth adds error.
+    radar = summaries["ma_teacher_radar"]["metrics"]
+    assert radar["rmse_mm_0-50m"]["n"] == 3
+    assert radar["rmse_mm_0-50m"]["mean"] <= radar["rmse_mm_0-80m"]["mean"]
+    assert radar["rmse_mm_0-80m"]["mean"] > 100.0  # a random network: metres off, in mm
+    header = (out / "comparison.md").read_text().splitlines()[2]
+    assert "rmse_mm_0-80m" in header and "abs_rel" in header
+    table = capsys.readouterr().out
+    assert "ma_teacher_down8" in table and "| jbu_radar |" in table
+
+
+def test_synthetic_prompts_are_drawn_from_the_ground_truth_once_per_frame(street_bag):
+    from depth_perception.eval.evaluate import pipeline_frames, synthetic_prompt_depth
+    from depth_perception.eval.pipelines import MissingInputError, get_pipeline
+
+    frames = list(read_rgbd_frames(street_bag))
+    extreme = get_pipeline("ma_teacher_extreme")
+    assert extreme.roles == ("rgb", "rgb_info", "depth")
+    assert extreme.node_parameters["prompt_sources"] == ["sensor_depth"]
+    fed = list(pipeline_frames(extreme, frames))
+    again = list(pipeline_frames(extreme, frames))
+    for (frame, inputs), (frame2, _), original in zip(fed, again, frames, strict=True):
+        prompt = inputs.prompt
+        assert np.isfinite(prompt).sum() == 100  # Table 1's extremely sparse prompt
+        np.testing.assert_array_equal(frame.depth, prompt)  # what the replay publishes
+        np.testing.assert_array_equal(frame2.depth, prompt)  # the same draw every run
+        ok = np.isfinite(prompt)
+        np.testing.assert_array_equal(prompt[ok], original.gt_depth[ok])  # as measured
+        np.testing.assert_array_equal(frame.gt_depth, original.gt_depth)  # scored as before
+    draws = [np.flatnonzero(np.isfinite(inputs.prompt)) for _, inputs in fed]
+    assert max(np.nanmax(inputs.prompt) for _, inputs in fed) > 65.535  # beyond 16UC1 mm
+    assert not np.array_equal(draws[0], draws[1])  # each frame its own draw
+    down16 = synthetic_prompt_depth(frames[0], "down16")
+    assert np.isfinite(down16).sum() == np.ceil(72 / 16) * np.ceil(96 / 16)
+    blind = [replace(f, gt_depth=None) for f in frames]
+    with pytest.raises(MissingInputError, match="ground truth .the down8 prompt is drawn"):
+        pipeline_frames(get_pipeline("nearest_down8"), blind)

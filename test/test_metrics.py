@@ -20,6 +20,7 @@ from depth_perception.core.metrics import (
     hidden_pixel_metrics,
     hide_blocks,
     occluding_contours,
+    range_capped_errors,
     region_masks,
     region_metrics,
     sparse_delta1,
@@ -371,3 +372,39 @@ def test_hide_blocks_hides_only_valid_pixels_about_fraction():
     np.testing.assert_array_equal(hidden, again)
     _, none = hide_blocks(raw, np.random.default_rng(4), fraction=0.0)
     assert not none.any()
+
+
+# --------------------------------------------------------------------------- range-capped (radar)
+
+
+def test_range_capped_errors_in_millimetres_by_hand():
+    # gt 10, 45, 60, 75, 90 m (and one invalid); pred off by +1, -2, +3, -4, +5 m; the 75 m
+    # pixel has no prediction.
+    gt = f32([[10.0, 45.0, 60.0], [75.0, 90.0, NAN]])
+    pred = f32([[11.0, 43.0, 63.0], [NAN, 95.0, 5.0]])
+    out = range_capped_errors(pred, gt)
+    assert list(out) == [
+        "mae_mm_0-50m",
+        "rmse_mm_0-50m",
+        "mae_mm_0-70m",
+        "rmse_mm_0-70m",
+        "mae_mm_0-80m",
+        "rmse_mm_0-80m",
+    ]
+    # 0-50 m: errors 1, 2 m -> MAE 1.5 m, RMSE sqrt((1 + 4) / 2) m
+    assert out["mae_mm_0-50m"] == pytest.approx(1500.0, rel=REL)
+    assert out["rmse_mm_0-50m"] == pytest.approx(1000.0 * math.sqrt(2.5), rel=REL)
+    # 0-70 m: 1, 2, 3 m -> MAE 2 m, RMSE sqrt(14 / 3) m
+    assert out["mae_mm_0-70m"] == pytest.approx(2000.0, rel=REL)
+    assert out["rmse_mm_0-70m"] == pytest.approx(1000.0 * math.sqrt(14 / 3), rel=REL)
+    # 0-80 m: the 75 m pixel has no prediction and is left out (coverage says so): as 0-70 m
+    assert out["mae_mm_0-80m"] == pytest.approx(2000.0, rel=REL)
+    assert out["rmse_mm_0-80m"] == pytest.approx(1000.0 * math.sqrt(14 / 3), rel=REL)
+    # a cap of 100 m takes the 90 m pixel too: 1, 2, 3, 5 -> MAE 2.75 m, RMSE sqrt(39 / 4)
+    wide = range_capped_errors(pred, gt, caps_m=(100.0,))
+    assert wide == {
+        "mae_mm_0-100m": pytest.approx(2750.0, rel=REL),
+        "rmse_mm_0-100m": pytest.approx(1000.0 * math.sqrt(39 / 4), rel=REL),
+    }
+    # nothing scored within the cap: NaN
+    assert math.isnan(range_capped_errors(pred, gt, caps_m=(5.0,))["mae_mm_0-5m"])

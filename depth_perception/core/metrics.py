@@ -417,6 +417,39 @@ def coverage(pred: np.ndarray, region: np.ndarray | None = None) -> float:
     return float(ok.mean()) if ok.size else math.nan
 
 
+# --------------------------------------------------------------------------- range-capped (radar)
+
+#: Ground-truth ranges of the radar protocol (MetricAnything Table 2, as the radar-camera depth
+#: works on nuScenes score): errors over ground truth within 0-50, 0-70 and 0-80 m.
+RADAR_RANGE_CAPS_M: tuple[float, ...] = (50.0, 70.0, 80.0)
+
+
+def range_metric_name(metric: str, cap_m: float) -> str:
+    """Summary key of a range-capped error, e.g. ``mae_mm_0-50m``."""
+    return f"{metric}_mm_0-{cap_m:g}m"
+
+
+def range_capped_errors(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    caps_m: Sequence[float] = RADAR_RANGE_CAPS_M,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """MAE and RMSE in millimetres over the pixels whose ground truth lies in (0, cap] metres,
+    for each cap: ``{"mae_mm_0-50m": ..., "rmse_mm_0-50m": ..., ...}``.
+
+    As :func:`depth_metrics` with ``max_depth=cap``: pixels without a valid prediction are left
+    out (:func:`coverage` says how many), NaN when no pixel is scored. One frame's values; a
+    run reports their mean over frames.
+    """
+    out: dict[str, float] = {}
+    for cap in caps_m:
+        m = depth_metrics(pred, gt, mask, max_depth=float(cap))
+        out[range_metric_name("mae", cap)] = m.mae * 1000.0
+        out[range_metric_name("rmse", cap)] = m.rmse * 1000.0
+    return out
+
+
 def hidden_pixel_metrics(
     pred: np.ndarray, gt_raw: np.ndarray, hidden_mask: np.ndarray
 ) -> DepthMetrics:

@@ -17,15 +17,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from depth_perception.core.depth import sanitize_depth
 from depth_perception.core.metrics import (
+    RADAR_RANGE_CAPS_M,
     aggregate_targets,
     boundary_f1_avg,
     coverage,
     depth_metrics,
     hide_blocks,
+    range_capped_errors,
+    range_metric_name,
     region_metrics,
     valid_depth,
 )
+from depth_perception.core.prompt_prep import make_prompt
 from depth_perception.core.prompts import (
     CLOUD_SOURCES,
     DEFAULT_MAX_PROMPT_AGE,
@@ -70,6 +75,22 @@ HEADLINE_METRICS = (
 HIDE_AND_SEEK_METRICS = tuple(
     m for m in HEADLINE_METRICS if not m.startswith("holes.") and m != "boundary_f1"
 )
+# The radar protocol's range-capped errors (pipelines with ``range_caps_m``), in millimetres.
+RANGE_METRICS = tuple(
+    range_metric_name(metric, cap) for cap in RADAR_RANGE_CAPS_M for metric in ("mae", "rmse")
+)
+#: Seed of the synthetic prompts (``Pipeline.synthetic_prompt``), combined with each frame's
+#: stamp: the same frame gets the same prompt in every run, offline or over DDS.
+SYNTHETIC_PROMPT_SEED = 20_240_710
+
+
+def table_metrics(summaries: dict[str, dict], hidden: bool = False) -> list[str]:
+    """Columns of a comparison table of ``summaries`` (summary.json dicts): the headline
+    metrics (hide-and-seek's when ``hidden``), then the range-capped radar errors when a
+    pipeline reported them."""
+    columns = list(HIDE_AND_SEEK_METRICS if hidden else HEADLINE_METRICS)
+    reported = {m for summary in summaries.values() for m in summary.get("metrics", {})}
+    return columns + [m for m in RANGE_METRICS if m in reported]
 
 
 @dataclass
@@ -85,14 +106,19 @@ class EvalConfig:
 
 
 def completion_metrics(
-    frame: RGBDFrame, pred: np.ndarray, targets_out: list | None = None
+    frame: RGBDFrame,
+    pred: np.ndarray,
+    targets_out: list | None = None,
+    range_caps_m: tuple[float, ...] = (),
 ) -> dict[str, float]:
     """Scores of one completed frame against its ground truth.
 
     ``holes.*`` are scored only where the sensor had no depth but the ground truth has: the
     pixels a completion method actually had to invent. ``target.*`` are FocusDepth region
     metrics (median over this frame's targets); the per-target regions are appended to
-    ``targets_out`` so a run can aggregate over all its targets.
+    ``targets_out`` so a run can aggregate over all its targets. ``range_caps_m``: also MAE
+    and RMSE in millimetres over the ground truth within 0 to each cap
+    (:func:`~depth_perception.core.metrics.range_capped_errors`, the radar protocol).
     """
     gt = frame.gt_depth
     out: dict[str, float] = {"coverage": coverage(pred)}
@@ -105,6 +131,8 @@ def completion_metrics(
         out[f"holes.{name}"] = getattr(holes, name)
     out["holes.fraction"] = holes.n_valid / max(everywhere.n_valid, 1)
     out["boundary_f1"] = boundary_f1_avg(pred, gt) if np.isfinite(pred).any() else math.nan
+    if range_caps_m:
+        out.update(range_capped_errors(pred, gt, range_caps_m))
     per_target = target_regions(frame, pred)
     if per_target:
         agg = aggregate_targets(per_target)
@@ -140,6 +168,11 @@ class FrameInputsBuilder:
     its stamp is within ``max_prompt_age`` of the frame's, and a frame without any prompt pixel
     gets ``prompt`` None (the node then publishes "no depth", as :func:`evaluate` scores).
     Stateful (the newest scan per source): one builder per stream of frames.
+
+    ``synthetic_prompt`` (a :data:`~depth_perception.core.prompt_prep.PROMPT_KINDS` kind):
+    each frame's sensor depth is first replaced by that prompt drawn from its ground truth
+    (:func:`synthetic_prompt_depth`; :meth:`source_frame`), so a ``sensor_depth`` prompt source
+    or a hole fill takes it.
     """
 
     def __init__(
@@ -148,20 +181,39 @@ class FrameInputsBuilder:
         prompt_sources: tuple[str, ...] | list[str] = (),
         max_prompt_age: float = DEFAULT_MAX_PROMPT_AGE,
         calibration: Calibration | None = None,
+        synthetic_prompt: str = "",
     ) -> None:
         self.inputs = inputs
         self.prompt_sources = tuple(prompt_sources)
         self.max_prompt_age = float(max_prompt_age)
         self.calibration = calibration
+        self.synthetic_prompt = synthetic_prompt
         self._newest: dict[str, tuple[np.ndarray, str, int, Calibration | None]] = {}
 
     @classmethod
     def for_pipeline(
         cls, pipeline: Pipeline, calibration: Calibration | None = None
     ) -> FrameInputsBuilder:
-        return cls(pipeline.inputs, pipeline.prompt_sources, pipeline.max_prompt_age, calibration)
+        return cls(
+            pipeline.inputs,
+            pipeline.prompt_sources,
+            pipeline.max_prompt_age,
+            calibration,
+            pipeline.synthetic_prompt,
+        )
+
+    def source_frame(self, frame: RGBDFrame) -> RGBDFrame:
+        """``frame`` as the pipeline takes it: with a synthetic prompt as its sensor depth."""
+        if not self.synthetic_prompt:
+            return frame
+        return replace(frame, depth=synthetic_prompt_depth(frame, self.synthetic_prompt))
 
     def __call__(self, frame: RGBDFrame) -> FrameInputs:
+        """The engine inputs of a recorded frame (:meth:`source_frame`, then :meth:`build`)."""
+        return self.build(self.source_frame(frame))
+
+    def build(self, frame: RGBDFrame) -> FrameInputs:
+        """The engine inputs of a frame already as the pipeline takes it."""
         return FrameInputs(
             intrinsics=frame.intrinsics,
             rgb=frame.rgb if self.inputs.colour else None,
@@ -197,6 +249,17 @@ class FrameInputsBuilder:
             return None
         prompt = merge_prompts(parts, (frame.intrinsics.height, frame.intrinsics.width))
         return prompt if np.isfinite(prompt).any() else None
+
+
+def synthetic_prompt_depth(frame: RGBDFrame, kind: str) -> np.ndarray:
+    """The ``kind`` prompt (:func:`~depth_perception.core.prompt_prep.make_prompt`) of the
+    frame's ground truth (float32 metres, NaN elsewhere), drawn with a generator seeded by
+    :data:`SYNTHETIC_PROMPT_SEED` and the frame's stamp. The DDS replay publishes it as the
+    depth image in 32FC1 (``Pipeline.depth_encoding``), which carries it unchanged."""
+    if frame.gt_depth is None:
+        raise ValueError(f"frame {frame.stamp_ns} has no ground truth to draw a {kind} prompt from")
+    rng = np.random.default_rng([SYNTHETIC_PROMPT_SEED, int(frame.stamp_ns)])
+    return sanitize_depth(make_prompt(kind, frame.gt_depth, rng))
 
 
 def with_lidar_prompt(
@@ -285,8 +348,10 @@ def pipeline_frames(
     """``frames`` as ``pipeline`` takes them: each with its engine inputs
     (:class:`FrameInputsBuilder`); the DDS replay publishes the same streams of the frame
     (``pipeline.roles``) for the node to build them itself. The frame's ``depth`` is what the
-    pipeline takes as its metric input — the sensor depth, or the prompt for a pipeline that
-    takes no sensor depth (what ``holes.*`` and the figures then refer to).
+    pipeline takes as its metric input — the sensor depth (a synthetic prompt in its place,
+    ``Pipeline.synthetic_prompt``, which the replay then publishes as the depth), or the prompt
+    for a pipeline that takes no sensor depth (what ``holes.*`` and the figures then refer
+    to).
 
     Raises :class:`MissingInputError` at once (nothing yielded yet) when the first frame lacks
     an input the pipeline needs."""
@@ -305,7 +370,8 @@ def pipeline_frames(
 
     def stream() -> Iterator[tuple[RGBDFrame, FrameInputs]]:
         for frame in itertools.chain([first], frames):
-            inputs = build(frame)
+            frame = build.source_frame(frame)
+            inputs = build.build(frame)
             if not takes_depth:
                 prompt = inputs.prompt
                 if prompt is None:
@@ -322,6 +388,18 @@ def run_offline(engine, inputs: FrameInputs):
     if missing_frame_inputs(engine.inputs, inputs):
         return no_result(inputs.shape)
     return engine.run(inputs)
+
+
+def _startup_error(log_path: Path) -> str:
+    """': <why>' from a node log's "cannot start" line (spin_node's), else ''."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if "cannot start: " in line:
+            return ": " + line.split("cannot start: ", 1)[1].strip()
+    return ""
 
 
 @dataclass
@@ -384,7 +462,7 @@ def evaluate(
         if pred is None:
             missing += 1
             return
-        metrics = completion_metrics(frame, pred, all_targets)
+        metrics = completion_metrics(frame, pred, all_targets, pipeline.range_caps_m)
         writer.add_frame(
             FrameResult(index, frame.stamp_ns, pipeline.name, metrics, latency),
             {"rgb": frame.rgb, "input_depth": frame.depth, "pred": pred, "gt": frame.gt_depth},
@@ -410,10 +488,18 @@ def evaluate(
             parameters=pipeline.node_parameters,
             log_path=log_path,
         )
-        client = ReplayClient(cfg.namespace, roles=pipeline.roles, calibration=calibration)
+        client = ReplayClient(
+            cfg.namespace,
+            roles=pipeline.roles,
+            calibration=calibration,
+            depth_encoding=pipeline.depth_encoding,
+        )
         with node, client:
             if not client.wait_for_node(timeout_s=30.0):
-                raise RuntimeError(f"{pipeline.executable} did not come up; see {log_path}")
+                raise RuntimeError(
+                    f"{pipeline.executable} did not come up{_startup_error(log_path)}; "
+                    f"see {log_path}"
+                )
             t_start = time.monotonic()
             last_status = None
             replayed = (frame for frame, _ in frames)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from depth_perception.core.metrics import RADAR_RANGE_CAPS_M
+from depth_perception.core.prompt_prep import PROMPT_KINDS
 from depth_perception.core.prompts import CLOUD_SOURCES, DEFAULT_MAX_PROMPT_AGE, PROMPT_SOURCES
 from depth_perception.engines.base import (
     PROMPT_INPUTS,
@@ -31,6 +33,15 @@ class Pipeline:
     (:attr:`roles`), which the offline path turns into the engine's
     :class:`~depth_perception.engines.base.FrameInputs` and the DDS replay publishes to the node
     by the same rules (:func:`depth_perception.eval.evaluate.pipeline_frames`).
+
+    ``synthetic_prompt``: a test-time prompt of the MetricAnything paper's Table 1 derived from
+    each frame's ground truth (a :data:`~depth_perception.core.prompt_prep.PROMPT_KINDS` kind:
+    ``extreme`` 100 points, ``down8`` / ``down16`` downsampled depth), drawn with a seed fixed
+    per frame. It takes the place of the frame's sensor depth, so the pipeline takes it as the
+    depth (``prompt_sources: [sensor_depth]`` or a hole fill), and the DDS replay publishes
+    exactly it on the depth topic (32FC1, :attr:`depth_encoding`): offline and over DDS the
+    engine is given the same prompt. ``range_caps_m``: also score MAE / RMSE in millimetres over the
+    ground truth within 0 to each cap (the paper's radar protocol, Table 2).
     """
 
     name: str
@@ -42,6 +53,8 @@ class Pipeline:
     inputs: EngineInputs = RGBD_INPUTS
     prompt_sources: tuple[str, ...] = ()
     max_prompt_age: float = DEFAULT_MAX_PROMPT_AGE  # seconds, as the node's parameter
+    synthetic_prompt: str = ""  # a PROMPT_KINDS kind replacing the sensor depth (see above)
+    range_caps_m: tuple[float, ...] = ()  # MAE / RMSE (mm) over ground truth in 0..cap m
 
     def __post_init__(self) -> None:
         unknown = set(self.prompt_sources) - set(PROMPT_SOURCES)
@@ -49,10 +62,27 @@ class Pipeline:
             raise ValueError(f"pipeline {self.name}: unknown prompt sources {sorted(unknown)}")
         if self.prompt_sources and not self.inputs.prompt:
             raise ValueError(f"pipeline {self.name}: prompt sources for an engine without one")
+        if self.synthetic_prompt:
+            if self.synthetic_prompt not in PROMPT_KINDS:
+                raise ValueError(
+                    f"pipeline {self.name}: unknown synthetic prompt {self.synthetic_prompt!r}; "
+                    f"known: {PROMPT_KINDS}"
+                )
+            if "depth" not in self.roles:
+                raise ValueError(
+                    f"pipeline {self.name}: a synthetic prompt replaces the sensor depth, which "
+                    "this pipeline does not take (take it, or prompt_sources: [sensor_depth])"
+                )
 
     @property
     def params_path(self) -> str:
         return str(config_file(self.params_file))
+
+    @property
+    def depth_encoding(self) -> str:
+        """How the DDS replay publishes the depth: 16UC1 millimetres as a camera driver, 32FC1
+        for a synthetic prompt (its float values, far ones too, reach the node unchanged)."""
+        return "32FC1" if self.synthetic_prompt else "16UC1"
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -71,16 +101,27 @@ class Pipeline:
         }
 
 
-def _classical(method: str, description: str, prompt_sources: tuple[str, ...] = ()) -> Pipeline:
+def _classical(
+    method: str,
+    description: str,
+    prompt_sources: tuple[str, ...] = (),
+    synthetic_prompt: str = "",
+    range_caps_m: tuple[float, ...] = (),
+) -> Pipeline:
+    """``method`` of depth_fill_node; named ``<method>[_<source>...]``, or ``<method>_<kind>``
+    for a synthetic prompt."""
+    suffix = (synthetic_prompt,) if synthetic_prompt else prompt_sources
     return Pipeline(
-        name="_".join((method, *prompt_sources)),
+        name="_".join((method, *suffix)),
         description=description,
         executable="depth_fill_node",
         params_file="depth_fill.yaml",
         make_engine=lambda: ClassicalFillEngine(method),
         parameters={"method": method},
-        inputs=PROMPT_INPUTS if prompt_sources else RGBD_INPUTS,
+        inputs=PROMPT_INPUTS if method == "jbu" else RGBD_INPUTS,
         prompt_sources=prompt_sources,
+        synthetic_prompt=synthetic_prompt,
+        range_caps_m=range_caps_m,
     )
 
 
@@ -106,6 +147,44 @@ def _lingbot(checkpoint: str, fuse_measured: str = "none") -> Pipeline:
     )
 
 
+#: The MetricAnything teacher's prompts: name suffix -> (prompt sources, synthetic prompt kind,
+#: what the prompt is). The synthetic ones are the paper's Table 1 test-time variants.
+TEACHER_PROMPTS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "lidar": (("lidar",), "", "the LiDAR scan projected into the camera"),
+    "radar": (("radar",), "", "the radar scan projected into the camera"),
+    "sensor": (("sensor_depth",), "", "the RGB-D sensor's valid depth"),
+    "extreme": (("sensor_depth",), "extreme", "100 random ground-truth pixels"),
+    "down8": (("sensor_depth",), "down8", "the ground truth 8x downsampled"),
+    "down16": (("sensor_depth",), "down16", "the ground truth 16x downsampled"),
+}
+#: Prompt sources whose pipelines are also scored as the paper's radar table.
+_RANGE_SCORED = ("radar",)
+
+
+def _teacher(prompt: str, checkpoint: str | None = None) -> Pipeline:
+    """``ma_teacher_<prompt>``; ``checkpoint`` None: the teacher shipped in models/."""
+    from depth_perception.engines.metric_anything import (
+        MetricAnythingTeacherConfig,
+        MetricAnythingTeacherEngine,
+    )
+
+    sources, kind, what = TEACHER_PROMPTS[prompt]
+    cfg = MetricAnythingTeacherConfig(checkpoint=checkpoint or "")
+    return Pipeline(
+        name=f"ma_teacher_{prompt}",
+        description=f"MetricAnything teacher, prompt: {what} ({checkpoint or 'shipped model'})",
+        executable="prompted_depth_node",
+        params_file="prompted_depth.yaml",
+        make_engine=lambda: MetricAnythingTeacherEngine(cfg),
+        # The node's checkpoint parameter defaults to the shipped teacher too.
+        parameters={"checkpoint": checkpoint} if checkpoint else {},
+        inputs=PROMPT_INPUTS,
+        prompt_sources=sources,
+        synthetic_prompt=kind,
+        range_caps_m=RADAR_RANGE_CAPS_M if set(sources) & set(_RANGE_SCORED) else (),
+    )
+
+
 PIPELINES: dict[str, Pipeline] = {
     p.name: p
     for p in (
@@ -120,13 +199,48 @@ PIPELINES: dict[str, Pipeline] = {
 PIPELINES.update(
     (p.name, p) for p in (_lingbot(str(default_model_path()), mode) for mode in _LINGBOT_FUSION)
 )
+PIPELINES.update((p.name, p) for p in (_teacher(prompt) for prompt in TEACHER_PROMPTS))
+# Classical fills of the teacher's other prompts (the LiDAR's is jbu_lidar, the sensor depth's
+# the hole fills): each prompt kind has a classical baseline.
+PIPELINES.update(
+    (p.name, p)
+    for p in (
+        _classical(
+            "jbu",
+            "radar prompt, joint bilateral upsampling (classical)",
+            ("radar",),
+            range_caps_m=RADAR_RANGE_CAPS_M,
+        ),
+        *(
+            _classical(
+                "jbu",
+                f"{TEACHER_PROMPTS[kind][2]}, joint bilateral upsampling (classical)",
+                ("sensor_depth",),
+                synthetic_prompt=kind,
+            )
+            for kind in ("extreme", "down8", "down16")
+        ),
+        *(
+            _classical("nearest", f"{TEACHER_PROMPTS[kind][2]}, nearest fill (classical)", (), kind)
+            for kind in ("down8", "down16")
+        ),
+    )
+)
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
 LEARNED = tuple(name for name, _ in _LINGBOT_FUSION.values())
+#: The MetricAnything teacher with each prompt kind.
+MA_TEACHER = tuple(f"ma_teacher_{prompt}" for prompt in TEACHER_PROMPTS)
+#: The pipelines whose model ``--checkpoint`` / :func:`get_pipeline` can replace.
+TAKES_CHECKPOINT = (*LEARNED, *MA_TEACHER)
 # Names the CLI accepts besides the pipelines themselves.
-PIPELINE_GROUPS: dict[str, tuple[str, ...]] = {"all": tuple(PIPELINES), "learned": LEARNED}
+PIPELINE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(PIPELINES),
+    "learned": LEARNED,
+    "ma_teacher": MA_TEACHER,
+}
 
 
 class MissingInputError(ValueError):
@@ -167,6 +281,8 @@ def missing_inputs(
             )
     if "targets" in pipeline.roles and frame.extra.get("targets") is None:
         missing.append("targets")
+    if pipeline.synthetic_prompt and frame.gt_depth is None:
+        missing.append(f"ground truth (the {pipeline.synthetic_prompt} prompt is drawn from it)")
     return missing
 
 
@@ -204,6 +320,8 @@ def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
         raise ValueError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}") from None
     if checkpoint is None:
         return pipeline
-    if "checkpoint" not in pipeline.parameters:
+    if name in MA_TEACHER:
+        return _teacher(name.removeprefix("ma_teacher_"), str(checkpoint))
+    if name not in LEARNED:
         raise ValueError(f"pipeline {name!r} has no model to replace")
     return _lingbot(str(checkpoint), fuse_measured=str(pipeline.parameters["fuse_measured"]))

@@ -2,11 +2,12 @@
 
 The client plays the sensor drivers, publishing the streams a pipeline takes (``roles``, from
 :func:`depth_perception.engines.base.input_roles`; the same rule the node subscribes by):
-colour (rgb8), registered depth (16UC1 mm, as RealSense / Orbbec drivers publish) and
-camera_info with one stamp per frame, under the node's namespace; with ``lidar`` / ``radar``,
-the frame's scan (``frame.extra``, its own frame_id and stamp) on ``lidar/points`` /
-``radar/points`` just before the images, and the rig's extrinsics (the frame's calibration)
-once on ``/tf_static`` (transient local, as static_transform_publisher). It collects
+colour (rgb8), registered depth (16UC1 mm, as RealSense / Orbbec drivers publish, or 32FC1
+metres with ``depth_encoding``) and camera_info with one stamp per frame, under the node's
+namespace; with ``lidar`` / ``radar``, the frame's scan (``frame.extra``, its own frame_id and
+stamp) on ``lidar/points`` / ``radar/points`` just before the images, and the rig's
+extrinsics (the frame's calibration) once on ``/tf_static`` (transient local, as
+static_transform_publisher). It collects
 ``depth_completed/image`` and ``depth_completed/status`` by stamp.
 
 Two pacings:
@@ -69,7 +70,8 @@ class ReplayClient:
 
     ``roles``: the streams to publish (default colour, depth and camera_info); ``calibration``:
     the extrinsics to put on ``/tf_static`` for ``lidar`` / ``radar`` when a frame carries none
-    of its own (``frame.extra["calibration"]``).
+    of its own (``frame.extra["calibration"]``); ``depth_encoding``: ``16UC1`` (millimetres,
+    as a camera driver) or ``32FC1`` (metres as given, e.g. a synthetic prompt beyond 65 m).
     """
 
     def __init__(
@@ -78,10 +80,14 @@ class ReplayClient:
         node_name: str = "depth_replay",
         roles: tuple[str, ...] = RGBD_ROLES,
         calibration: Calibration | None = None,
+        depth_encoding: str = "16UC1",
     ) -> None:
         unknown = set(roles) - set(ROLE_TOPICS)
         if unknown:
             raise ValueError(f"ReplayClient cannot publish {sorted(unknown)}")
+        if depth_encoding not in ("16UC1", "32FC1"):
+            raise ValueError(f"depth_encoding {depth_encoding!r}: choose 16UC1 or 32FC1")
+        self.depth_encoding = depth_encoding
         self.roles = tuple(roles)
         self.calibration = calibration
         self.context = rclpy.Context()
@@ -157,7 +163,9 @@ class ReplayClient:
         header = Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
         self.publish_messages(
             numpy_to_image(frame.rgb, "rgb8", header),
-            metres_to_depth_image(frame.depth, header, "16UC1") if self._pub_depth else None,
+            metres_to_depth_image(frame.depth, header, self.depth_encoding)
+            if self._pub_depth
+            else None,
             intrinsics_to_camera_info(frame.intrinsics, header),
         )
 

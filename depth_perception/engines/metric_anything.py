@@ -1,0 +1,337 @@
+"""MetricAnything as engines: the prompted teacher (colour + a sparse metric prompt -> dense
+metric depth) and the prompt-free student (colour -> metric depth, e.g. the teacher's prior).
+
+:class:`MetricAnythingTeacherEngine` runs, per frame (``run``):
+
+1. the working image: the colour image as it came, or downscaled so that its longer side is
+   ``max_input_side`` (the intrinsics scaled with it; the prompt's pixels moved to the smaller
+   grid, the nearest depth winning a pixel);
+2. the prior depth P_d of a prompt-free engine on the colour image alone (``prior``: a
+   LingBot-Depth model given no depth, or a MetricAnything student), built once with the
+   engine;
+3. PDSA and GMDR of P_d to the prompt (:func:`depth_perception.core.prompt_prep.prepare_prompt`,
+   in metric disparity 1/m) -> the (3, H, W) [PDSA, GMDR, mask] input;
+4. the network's ``infer`` with ``f_px`` = fx of the working image (camera_info's fx, scaled
+   with the image; never a fixed focal length): the network resizes image and prompt to its
+   square input itself and returns metric depth at the working size;
+5. back to the input size (bilinear in inverse depth, as the network's own resize), NaN where
+   the depth is not finite and positive.
+
+The prior must be the one the teacher was trained with. ``prior`` empty takes the one the
+checkpoint records (``"prior"`` in its config.json, written by the trainer; a relative path
+in it is relative to the checkpoint directory), else :data:`DEFAULT_PRIOR`.
+
+Prior strings: ``lingbot`` (the LingBot-Depth model shipped in the package), ``lingbot:<model
+dir | model.pt | preset>``, ``ma_student:<checkpoint dir | student_* preset>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from depth_perception.core.camera import Intrinsics
+from depth_perception.core.prompt_prep import PDSA_K, prepare_prompt
+from depth_perception.engines.base import (
+    PROMPT_INPUTS,
+    CompletionResult,
+    Engine,
+    EngineInputs,
+    FrameInputs,
+)
+from depth_perception.models.checkpoints import weights_digest
+from depth_perception.models.metric_anything.checkpoints import load_model
+from depth_perception.models.metric_anything.model import MAX_INVERSE_DEPTH, MIN_INVERSE_DEPTH
+from depth_perception.models.metric_anything.presets import PRESETS
+from depth_perception.paths import default_model_path, share_dir
+
+log = logging.getLogger(__name__)
+
+#: The teacher shipped in the package's models/ directory (the node's default).
+DEFAULT_TEACHER = "ma_teacher_small"
+#: The prior when neither the configuration nor the checkpoint names one.
+DEFAULT_PRIOR = "lingbot"
+#: Prior kinds: ``<kind>`` or ``<kind>:<checkpoint>``.
+PRIOR_KINDS = ("lingbot", "ma_student")
+#: The space of the two depth channels of the teacher's prompt input (the network converts
+#: metric disparity to its canonical units with f_px itself).
+PROMPT_SPACE = "disparity"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_teacher_path() -> Path:
+    """The MetricAnything teacher shipped with the package (trained by training/)."""
+    return share_dir() / "models" / DEFAULT_TEACHER
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError("precision bf16 needs a CUDA device (fp32 on the CPU)")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def _set_threads(num_threads: int) -> None:
+    """Pin torch's intra-op threads (> 0): the same count gives bit-identical results in the
+    node and in offline evaluation. Process-wide, as torch's setting is."""
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {num_threads}")
+    if num_threads > 0 and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def _load_metric_anything(checkpoint: str, what: str):
+    """(model in eval mode, weights digest) of our checkpoint dir / .safetensors, an official
+    ``.pt`` or a preset name (random weights, digest "random")."""
+    if checkpoint in PRESETS and not Path(checkpoint).exists():
+        log.warning("MetricAnything preset %r has RANDOM weights (tests only)", checkpoint)
+        return load_model(checkpoint).eval(), "random"
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(
+            f"{what} checkpoint {checkpoint} does not exist (a directory with config.json and "
+            "model.safetensors, an official .pt, or a preset name)"
+        )
+    return load_model(checkpoint).eval(), weights_digest(checkpoint)
+
+
+def _image_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1] on ``device``."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return image.permute(2, 0, 1).float().div_(255.0)
+
+
+def _finite_positive(depth: np.ndarray) -> np.ndarray:
+    depth = np.asarray(depth, dtype=np.float32)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt-free student
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricAnythingStudentConfig:
+    checkpoint: str  # our student dir, an official student_depthmap.pt, or a student_* preset
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16
+    num_threads: int = 0  # > 0: pin torch's CPU threads
+
+
+class MetricAnythingStudentEngine(Engine):
+    """Metric depth from colour alone with a prompt-free MetricAnything network: ``infer``
+    with f_px = the frame's fx. The teacher's prior; its own node comes with the student."""
+
+    inputs = EngineInputs(colour=True)
+
+    def __init__(self, cfg: MetricAnythingStudentConfig) -> None:
+        self.cfg = cfg
+        _set_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        self.use_bf16 = _use_bf16(cfg.precision, self.device)
+        model, digest = _load_metric_anything(cfg.checkpoint, "MetricAnything student")
+        if model.is_teacher:
+            raise ValueError(
+                f"{cfg.checkpoint} is a prompted teacher, not a prompt-free student network"
+            )
+        self.model = model.to(self.device)
+        name = Path(cfg.checkpoint).name or cfg.checkpoint
+        self.model_id = f"metric-anything-student/{name}@{digest}"
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        image = _image_tensor(frame.rgb, self.device)
+        out = self.model.infer(image, f_px=frame.intrinsics.fx, use_bf16=self.use_bf16)
+        return CompletionResult(depth=_finite_positive(out["depth"].cpu().numpy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The prior
+# ---------------------------------------------------------------------------------------------
+
+
+def build_prior(
+    spec: str, device: str = "auto", precision: str = "auto", num_threads: int = 0
+) -> Engine:
+    """The prompt-free engine named by ``spec`` (module docstring), on ``device``."""
+    kind, _, checkpoint = spec.partition(":")
+    kind = kind.strip()
+    checkpoint = checkpoint.strip()
+    if kind == "lingbot":
+        from depth_perception.engines.lingbot import LingBotEngine, LingBotEngineConfig
+
+        checkpoint = checkpoint or str(default_model_path())
+        # The model's own depth everywhere: nothing measured to keep or align to.
+        cfg = LingBotEngineConfig(
+            checkpoint, device=device, precision=precision, fuse_measured="none"
+        )
+        return LingBotEngine(cfg)
+    if kind == "ma_student":
+        if not checkpoint:
+            raise ValueError("prior ma_student needs a checkpoint: ma_student:<dir | preset>")
+        cfg = MetricAnythingStudentConfig(checkpoint, device, precision, num_threads)
+        return MetricAnythingStudentEngine(cfg)
+    raise ValueError(
+        f"prior {spec!r}: choose lingbot, lingbot:<checkpoint> or ma_student:<checkpoint>"
+    )
+
+
+def prior_depth(prior: Engine, rgb: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """P_d: ``prior``'s depth of the colour image alone (an engine that takes depth is given
+    an all-NaN one: nothing measured)."""
+    frame = FrameInputs(intrinsics=intrinsics, rgb=rgb)
+    if prior.inputs.depth:
+        frame.depth = np.full((intrinsics.height, intrinsics.width), np.nan, np.float32)
+    if prior.inputs.prompt and not prior.inputs.prompt_optional:
+        raise ValueError(f"prior {prior.model_id} needs a prompt: not a prompt-free engine")
+    return prior.run(frame).depth
+
+
+def recorded_prior(checkpoint: str | Path) -> str | None:
+    """The prior a teacher checkpoint records (``"prior"`` in its config.json), paths made
+    absolute against the checkpoint directory; None when it records none."""
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        directory = directory.parent
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        spec = json.loads(config.read_text()).get("prior")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(spec, str) or not spec:
+        return None
+    kind, sep, path = spec.partition(":")
+    if sep and path and not Path(path).is_absolute() and (directory / path).exists():
+        return f"{kind}:{(directory / path).resolve()}"
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricAnythingTeacherConfig:
+    # Our teacher dir (config.json + model.safetensors) or a teacher_* preset (random weights,
+    # tests only); empty: the teacher shipped in the package's models/ directory.
+    checkpoint: str = ""
+    # The prompt-free engine giving the prior depth P_d (module docstring); empty: the prior
+    # the checkpoint records, else DEFAULT_PRIOR.
+    prior: str = ""
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (the prior runs there too)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16
+    # > 0: work at most this long side (prior, prompt preparation, network; the depth is
+    # returned at the input size). The network's own input size is fixed by the checkpoint
+    # (four ViT tiles square); this only saves the per-pixel work before it.
+    max_input_side: int = 0
+    num_threads: int = 0  # > 0: pin torch's CPU threads (bit-identical node and offline runs)
+
+
+class MetricAnythingTeacherEngine(Engine):
+    """Dense metric depth from colour and a sparse metric prompt (LiDAR, radar, sensor depth)
+    with the MetricAnything prompted teacher (module docstring)."""
+
+    inputs = PROMPT_INPUTS
+
+    def __init__(self, cfg: MetricAnythingTeacherConfig) -> None:
+        self.cfg = cfg
+        if cfg.max_input_side < 0:
+            raise ValueError(f"max_input_side must be >= 0, got {cfg.max_input_side}")
+        _set_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        self.use_bf16 = _use_bf16(cfg.precision, self.device)
+        checkpoint = cfg.checkpoint or str(default_teacher_path())
+        if not cfg.checkpoint and not Path(checkpoint).exists():
+            raise FileNotFoundError(
+                f"no MetricAnything teacher at {checkpoint} (the default model is not shipped "
+                "yet): set checkpoint to a teacher directory"
+            )
+        model, digest = _load_metric_anything(checkpoint, "MetricAnything teacher")
+        if not model.is_teacher:
+            raise ValueError(
+                f"{checkpoint} is a prompt-free (student) network: the teacher takes a prompt"
+            )
+        self.model = model.to(self.device)
+        self.checkpoint = checkpoint
+        self.prior_spec = cfg.prior or recorded_prior(checkpoint) or DEFAULT_PRIOR
+        self.prior = build_prior(self.prior_spec, cfg.device, cfg.precision, cfg.num_threads)
+        name = Path(checkpoint).name or checkpoint
+        self.model_id = f"metric-anything-teacher/{name}@{digest}+prior:{self.prior.model_id}"
+
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the prior, the preparation and the network work at."""
+        side = self.cfg.max_input_side
+        if side <= 0 or max(width, height) <= side:
+            return width, height
+        scale = side / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def prepare(self, rgb: np.ndarray, prompt: np.ndarray, intrinsics: Intrinsics):
+        """(working rgb, working intrinsics, ModelInput, PromptAlignment) of one frame: steps
+        1-3 of the module docstring."""
+        height, width = prompt.shape
+        size = self.working_size(width, height)
+        if size != (width, height):
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            prompt = shrink_sparse(prompt, *size)
+            intrinsics = intrinsics.scaled(*size)
+        prior = prior_depth(self.prior, rgb, intrinsics)
+        model_input, alignment = prepare_prompt(prior, prompt, PROMPT_SPACE, k=PDSA_K)
+        return rgb, intrinsics, model_input, alignment
+
+    @torch.inference_mode()
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        if frame.prompt is None:
+            raise ValueError("the MetricAnything teacher needs a prompt")
+        height, width = frame.shape
+        if frame.prompt.shape != (height, width) or frame.rgb.shape[:2] != (height, width):
+            raise ValueError(
+                f"colour {frame.rgb.shape[:2]} and prompt {frame.prompt.shape} must be the "
+                f"camera's {height}x{width}"
+            )
+        rgb, intrinsics, model_input, _ = self.prepare(frame.rgb, frame.prompt, frame.intrinsics)
+        image = _image_tensor(rgb, self.device)
+        prompt = torch.from_numpy(model_input.tensor).to(self.device)
+        out = self.model.infer(image, f_px=intrinsics.fx, prompt=prompt, use_bf16=self.use_bf16)
+        inverse = out["inverse_depth"]
+        if inverse.shape != (height, width):
+            inverse = F.interpolate(
+                inverse[None, None], (height, width), mode="bilinear", align_corners=False
+            )[0, 0]
+        depth = 1.0 / inverse.clamp(MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH)
+        return CompletionResult(depth=_finite_positive(depth.float().cpu().numpy()))
+
+
+def shrink_sparse(prompt: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A sparse depth map (NaN = none) on a ``width`` x ``height`` grid: every valid pixel
+    moves to the pixel its centre falls in (``u' = floor((u + 0.5) * W' / W)``, the mapping of
+    :meth:`Intrinsics.scaled`), the nearest depth winning a pixel. No value is invented."""
+    prompt = np.asarray(prompt, dtype=np.float32)
+    h, w = prompt.shape
+    v, u = np.nonzero(np.isfinite(prompt) & (prompt > 0))
+    z = prompt[v, u]
+    uu = np.minimum(((u + 0.5) * (width / w)).astype(np.int64), width - 1)
+    vv = np.minimum(((v + 0.5) * (height / h)).astype(np.int64), height - 1)
+    out = np.full(height * width, np.nan, dtype=np.float32)
+    np.fmin.at(out, vv * width + uu, z)
+    return out.reshape(height, width)
