@@ -27,7 +27,7 @@ true depth (the prior is the truth distorted by a smooth affine-in-disparity fie
 as a prompt-free model's error might be).
 
 Usage: ``python bench/bench_prompt_prep.py [--sizes 100,2000,40000] [--repeats 10] [--json F]
-[--teacher PRESET_OR_DIR] [--prior SPEC] [--device cpu|cuda] [--model-repeats 5]``
+[--teacher PRESET_OR_DIR] [--prior SPEC] [--device cpu|cuda] [--model-repeats 5] [--threads N]``
 """
 
 from __future__ import annotations
@@ -133,7 +133,11 @@ def bench_teacher(
 
     engine = MetricAnythingTeacherEngine(
         MetricAnythingTeacherConfig(
-            checkpoint=args.teacher, prior=args.prior, device=args.device, precision="fp32"
+            checkpoint=args.teacher,
+            prior=args.prior,
+            device=args.device,
+            precision="fp32",
+            num_threads=args.threads,
         )
     )
     h, w = depth.shape
@@ -153,10 +157,10 @@ def bench_teacher(
         sync()
 
     frame = FrameInputs(intrinsics=intr, rgb=rgb, prompt=prompt)
-    reps = args.model_repeats
-    forward_ms = median_ms(forward, 1, reps)
-    prior_ms = median_ms(lambda: prior_depth(engine.prior, rgb, intr), 1, reps)
-    engine_ms = median_ms(lambda: (engine.run(frame), sync()), 1, reps)
+    reps, warmup = args.model_repeats, args.model_warmup
+    forward_ms = median_ms(forward, warmup, reps)
+    prior_ms = median_ms(lambda: prior_depth(engine.prior, rgb, intr), warmup, reps)
+    engine_ms = median_ms(lambda: (engine.run(frame), sync()), warmup, reps)
     params = sum(p.numel() for p in engine.model.parameters())
     out = {
         "teacher": args.teacher,
@@ -192,6 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prior", default="lingbot", help="the teacher's prior (engine spec)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda for the networks")
     parser.add_argument("--model-repeats", type=int, default=5)
+    parser.add_argument("--model-warmup", type=int, default=3, help="frames before timing")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default; 1 is steadier on a loaded machine)",
+    )
     parser.add_argument("--no-teacher", action="store_true", help="preparation only")
     args = parser.parse_args(argv)
 

@@ -236,8 +236,11 @@ def test_eval_bag_scores_the_teacher_and_the_radar_protocol(street_bag, tmp_path
 
 def test_synthetic_prompts_are_drawn_from_the_ground_truth_once_per_frame(street_bag):
     from depth_perception.eval.evaluate import pipeline_frames, synthetic_prompt_depth
-    from depth_perception.eval.pipelines import MissingInputError, get_pipeline
+    from depth_perception.eval.pipelines import MissingInputError, expand_pipelines, get_pipeline
 
+    assert expand_pipelines(["ma_teacher"]) == [
+        f"ma_teacher_{p}" for p in ("lidar", "radar", "sensor", "extreme", "down8", "down16")
+    ]
     frames = list(read_rgbd_frames(street_bag))
     extreme = get_pipeline("ma_teacher_extreme")
     assert extreme.roles == ("rgb", "rgb_info", "depth")
