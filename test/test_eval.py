@@ -263,3 +263,14 @@ def test_synthetic_prompts_are_drawn_from_the_ground_truth_once_per_frame(street
     blind = [replace(f, gt_depth=None) for f in frames]
     with pytest.raises(MissingInputError, match="ground truth .the down8 prompt is drawn"):
         pipeline_frames(get_pipeline("nearest_down8"), blind)
+
+
+def test_synthetic_prompts_are_not_drawn_from_hidden_pixels(tiny_bag):
+    from depth_perception.eval.evaluate import hide_and_seek
+    from depth_perception.eval.pipelines import PIPELINES, missing_inputs
+
+    frame = next(iter(read_rgbd_frames(tiny_bag)))
+    assert missing_inputs(PIPELINES["ma_teacher_down8"], frame) == []
+    hidden = next(hide_and_seek([frame]))
+    assert "hidden pixels" in " ".join(missing_inputs(PIPELINES["ma_teacher_down8"], hidden))
+    assert missing_inputs(PIPELINES["nearest"], hidden) == []

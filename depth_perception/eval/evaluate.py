@@ -291,7 +291,9 @@ def hide_and_seek(
     for frame in frames:
         masked, hidden = hide_blocks(frame.depth, rng, fraction=fraction)
         gt = np.where(hidden, frame.depth, np.float32(np.nan)).astype(np.float32)
-        yield replace(frame, depth=masked, gt_depth=gt)
+        yield replace(
+            frame, depth=masked, gt_depth=gt, extra={**frame.extra, "hide_and_seek": True}
+        )
 
 
 def with_corruption(frames: Iterable[RGBDFrame], level: str, seed: int = 0) -> Iterator[RGBDFrame]:

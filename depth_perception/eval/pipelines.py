@@ -283,6 +283,13 @@ def missing_inputs(
         missing.append("targets")
     if pipeline.synthetic_prompt and frame.gt_depth is None:
         missing.append(f"ground truth (the {pipeline.synthetic_prompt} prompt is drawn from it)")
+    elif pipeline.synthetic_prompt and frame.extra.get("hide_and_seek"):
+        # The "ground truth" of a hide-and-seek frame is the scored pixels themselves: a prompt
+        # drawn from them would hand the method the answer.
+        missing.append(
+            f"ground truth other than the hidden pixels (the {pipeline.synthetic_prompt} prompt "
+            "is drawn from it)"
+        )
     return missing
 
 
