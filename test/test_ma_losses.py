@@ -1,17 +1,29 @@
-"""Tests for depth_perception.models.ma_losses (MetricAnything teacher losses)."""
+"""Tests for depth_perception.models.ma_losses (MetricAnything teacher and student losses)."""
+
+import math
 
 import pytest
 import torch
 
 from depth_perception.models.ma_losses import (
+    LOG_DEPTH_RANGE,
     MAE_WEIGHT,
     SSI_MAGE_WEIGHT,
+    STUDENT_PIXEL_LOSSES,
+    STUDENT_SSI_MAGE_WEIGHT,
+    STUDENT_WEIGHT,
     blur_downsample,
+    distance_balanced_log_depth,
+    l1_depth,
+    l1_distance_balanced_log,
+    l1_inverse_depth,
+    l1_log_depth,
     metric_anything_loss,
     multiscale_gradient_loss,
     scharr_gradients,
     ssi_mage,
     ssi_normalize,
+    student_distillation_loss,
     trimmed_mae,
 )
 
@@ -229,3 +241,153 @@ def test_float32_batch_backward_is_finite():
     out.total.backward()
     assert torch.isfinite(pred.grad).all()
     assert (pred.grad[:, :, :10] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Student distillation: distance-balanced log depth
+# ---------------------------------------------------------------------------------------------
+
+
+def test_distance_balanced_log_depth_hand_values():
+    depth = torch.tensor([1.0, 400.0, 20.0, 0.05, 800.0, 0.0, -2.0], dtype=torch.float64)
+    got = distance_balanced_log_depth(depth)
+    assert LOG_DEPTH_RANGE == 400.0
+    # 1 m -> 1, C -> 0, sqrt(C) = 20 m -> 0.5, 1/20 m -> 1.5; beyond C negative, not clamped.
+    expected = [1.0, 0.0, 0.5, 1.5, 1.0 - math.log(800.0) / math.log(400.0)]
+    torch.testing.assert_close(got[:5], torch.tensor(expected, dtype=torch.float64))
+    assert got[4].item() == pytest.approx(-math.log(2.0) / math.log(400.0))  # -0.1157
+    # 0 and negative depths are floored at 1 mm (the network's nearest): finite.
+    floor = 1.0 - math.log(1e-3) / math.log(400.0)
+    assert got[5].item() == pytest.approx(floor) and got[6].item() == pytest.approx(floor)
+    # another C moves the zero: C = 100 -> 10 m is 0.5
+    assert distance_balanced_log_depth(torch.tensor(10.0), c=100.0).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="C must be > 1"):
+        distance_balanced_log_depth(depth, c=1.0)
+    # bf16 predictions are taken to float32 before the logarithm
+    assert distance_balanced_log_depth(torch.tensor([20.0], dtype=torch.bfloat16)).dtype == (
+        torch.float32
+    )
+
+
+def test_l_student_is_l1_of_dlog_over_valid_pixels():
+    target = _img([[1.0, 20.0], [400.0, 7.0]])
+    pred = _img([[20.0, 20.0], [20.0, 7.0]])
+    mask = torch.ones_like(target, dtype=torch.bool)
+    # |1 - 0.5| + 0 + |0 - 0.5| + 0 over 4 pixels
+    assert l1_distance_balanced_log(pred, target, mask).item() == pytest.approx(0.25)
+    # the invalid pixels (mask False, NaN, 0, negative label) do not count
+    bad = _img([[1.0, float("nan")], [0.0, -3.0]])
+    mask2 = torch.tensor([[True, True], [True, True]])[None, None]
+    assert l1_distance_balanced_log(pred, bad, mask2).item() == pytest.approx(0.5)
+    masked = mask.clone()
+    masked[0, 0, 0, 0] = False
+    assert l1_distance_balanced_log(pred, target, masked).item() == pytest.approx(0.5 / 3)
+
+
+def test_table14_pixel_losses_hand_values():
+    target = _img([[2.0, 4.0], [10.0, float("nan")]])
+    pred = _img([[4.0, 4.0], [5.0, 3.0]])
+    mask = torch.ones_like(target, dtype=torch.bool)
+    # depth: |4-2| + 0 + |5-10| over 3 valid pixels
+    assert l1_depth(pred, target, mask).item() == pytest.approx(7.0 / 3)
+    # log depth: ln 2 + 0 + ln 2
+    assert l1_log_depth(pred, target, mask).item() == pytest.approx(2 * math.log(2.0) / 3)
+    # inverse depth: |1/4 - 1/2| + 0 + |1/5 - 1/10|
+    assert l1_inverse_depth(pred, target, mask).item() == pytest.approx(0.35 / 3)
+    # D_log is log depth divided by ln C
+    assert l1_distance_balanced_log(pred, target, mask).item() == pytest.approx(
+        2 * math.log(2.0) / 3 / math.log(400.0)
+    )
+    assert set(STUDENT_PIXEL_LOSSES) == {"dlog", "depth", "log_depth", "inverse_depth"}
+    assert STUDENT_PIXEL_LOSSES["depth"] is l1_depth
+
+
+def test_student_loss_weights_and_hand_values():
+    assert (STUDENT_WEIGHT, STUDENT_SSI_MAGE_WEIGHT) == (10.0, 2.0)
+    target = torch.exp(_ramp(16, 20, 0.05, 0.1, c=0.5)).repeat(2, 1, 1, 1)  # 1.6 .. 12 m
+    mask = torch.ones_like(target, dtype=torch.bool)
+    # Twice as far everywhere: D_log shifts by ln 2 / ln 400, an affine change -> SSI-MAGE 0.
+    out = student_distillation_loss(2.0 * target, target, mask)
+    torch.testing.assert_close(
+        out.pixel, torch.full((2,), math.log(2) / math.log(400.0), dtype=torch.float64)
+    )
+    assert out.ssi_mage.abs().max() < 1e-10
+    assert out.total.item() == pytest.approx(10.0 * math.log(2) / math.log(400.0))
+    # Squared depth: D_log(pred) = 2 D_log(target) - 1, affine again -> SSI-MAGE 0 too.
+    sq = student_distillation_loss(target**2, target, mask)
+    assert sq.ssi_mage.abs().max() < 1e-10
+    expected = (torch.log(target) / math.log(400.0)).mean()
+    assert sq.total.item() == pytest.approx(10.0 * expected.item())
+    # A bumpy prediction: the total is 10 * L_student + 2 * SSI-MAGE(D_log) per image.
+    gen = torch.Generator().manual_seed(5)
+    pred = target * (1.0 + 0.1 * torch.rand(target.shape, generator=gen, dtype=torch.float64))
+    out = student_distillation_loss(pred, target, mask)
+    dlog_p, dlog_t = distance_balanced_log_depth(pred), distance_balanced_log_depth(target)
+    grad = ssi_mage(dlog_p, dlog_t, mask)
+    l1 = (dlog_p - dlog_t).abs().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.pixel, l1)
+    torch.testing.assert_close(out.ssi_mage, grad)
+    assert (grad > 0).all()
+    assert out.total.item() == pytest.approx((10.0 * l1 + 2.0 * grad).mean().item())
+    # SSI-MAGE on D_log does not depend on C (it equals SSI-MAGE on ln D); L_student does.
+    other_c = student_distillation_loss(pred, target, mask, c=50.0)
+    torch.testing.assert_close(other_c.ssi_mage, grad)
+    torch.testing.assert_close(other_c.pixel, l1 * math.log(400.0) / math.log(50.0))
+    # Per image: without SSI-MAGE on the second, and weights as given.
+    mixed = student_distillation_loss(pred, target, mask, use_ssi_mage=torch.tensor([True, False]))
+    torch.testing.assert_close(mixed.ssi_mage, torch.stack([grad[0], grad.new_zeros(())]))
+    assert mixed.total.item() == pytest.approx(((10 * l1).sum() + 2 * grad[0]).item() / 2)
+    weighted = student_distillation_loss(
+        pred, target, mask, student_weight=1.0, ssi_mage_weight=0.0
+    )
+    assert weighted.total.item() == pytest.approx(l1.mean().item())
+
+
+def test_student_loss_ablation_terms_and_empty_images():
+    gen = torch.Generator().manual_seed(6)
+    target = torch.rand(2, 1, 12, 12, generator=gen, dtype=torch.float64) * 30 + 1
+    pred = torch.rand(2, 1, 12, 12, generator=gen, dtype=torch.float64) * 30 + 1
+    mask = torch.ones_like(target, dtype=torch.bool)
+    dlog = student_distillation_loss(pred, target, mask)
+    for name, term in STUDENT_PIXEL_LOSSES.items():
+        out = student_distillation_loss(pred, target, mask, pixel_loss=name)
+        torch.testing.assert_close(out.pixel, term(pred, target, mask))
+        torch.testing.assert_close(out.ssi_mage, dlog.ssi_mage)  # the gradient term stays
+    with pytest.raises(ValueError, match="pixel_loss 'l2'"):
+        student_distillation_loss(pred, target, mask, pixel_loss="l2")
+    # An image without valid pixels is left out of the batch mean.
+    empty = mask.clone()
+    empty[1] = False
+    one = student_distillation_loss(pred, target, empty)
+    assert one.total.item() == pytest.approx((10 * dlog.pixel[0] + 2 * dlog.ssi_mage[0]).item())
+    assert one.pixel[1].item() == 0.0
+    p = pred.clone().requires_grad_(True)
+    none = student_distillation_loss(p, target, torch.zeros_like(mask))
+    assert none.total.item() == 0.0
+    none.total.backward()
+    assert (p.grad == 0).all()
+
+
+def test_student_loss_gradients():
+    gen = torch.Generator().manual_seed(7)
+    target = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64) * 20 + 0.5
+    target[0, 0, 3, 3] = float("nan")
+    target[1, 0, 0, 0] = 0.0
+    target[1, 0, 7, 7] = 900.0  # beyond C: still a distance
+    pred = (torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64) * 20 + 0.5).requires_grad_()
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    assert torch.autograd.gradcheck(
+        lambda p: student_distillation_loss(p, target, mask).total, (pred,), fast_mode=True
+    )
+    # A prediction beyond C still has a gradient towards a nearer label (no clamp at C).
+    far = torch.full((1, 1, 4, 4), 1000.0, dtype=torch.float64, requires_grad=True)
+    near = torch.full((1, 1, 4, 4), 10.0, dtype=torch.float64)
+    student_distillation_loss(far, near, torch.ones_like(near, dtype=torch.bool)).total.backward()
+    assert (far.grad > 0).all()
+    # Invalid labels get no gradient; float32 stays finite.
+    p32 = (torch.rand(1, 1, 32, 32, generator=gen) * 10 + 1).requires_grad_()
+    t32 = torch.rand(1, 1, 32, 32, generator=gen) * 10 + 1
+    t32[:, :, :4] = torch.nan
+    out = student_distillation_loss(p32, t32, torch.isfinite(t32))
+    out.total.backward()
+    assert torch.isfinite(p32.grad).all() and (p32.grad[:, :, :4] == 0).all()

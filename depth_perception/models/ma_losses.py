@@ -40,10 +40,14 @@ Choices where the papers are silent (each is a documented, tested decision):
   none (too small, or no fully valid window) are left out of that image's mean over scales.
 - An image with no valid pixel contributes nothing; a batch without any gives a zero loss that
   is still connected to the prediction's graph.
+
+The student's distillation loss (distance-balanced log depth D_log, on metric depth) and the
+comparison losses of the paper's Table 14 follow at the end of the file, with their own notes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -211,3 +215,175 @@ def metric_anything_loss(
     has = ok.reshape(b, -1).any(dim=1)
     total = torch.where(has, per_image, 0.0).sum() / has.sum().clamp_min(1)
     return TeacherLoss(total=total, mae=mae, ssi_mage=grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Student distillation (MetricAnything §7.6): distance-balanced log depth
+# ---------------------------------------------------------------------------------------------
+#
+# The prompt-free student learns the teacher's pseudo-labels in metric *depth*, through the
+# distance-balanced log depth ``D_log = 1 - ln(D) / ln(C)`` with ``C = 400`` (metres): 1 at
+# 1 m, 0.5 at 20 m, 0 at 400 m, so the near and the far half of a street's log range weigh the
+# same. ``L_student`` is the per-image mean of ``|D_log(pred) - D_log(label)|`` over the valid
+# pixels; SSI-MAGE (above) is applied to the two D_log maps; ``L = 10 * L_student + 2 *
+# SSI-MAGE``. Choices where the paper is silent:
+#
+# - **No clamp to (0, C].** D_log is the affine map of ln D that puts 1 m at 1 and C at 0; it
+#   is left unclamped on both sides. D > C gives D_log < 0 (800 m: -0.116) as D < 1 m gives
+#   D_log > 1 (5 cm: 1.5), and the L1 term stays ``|ln D_pred - ln D_label| / ln C``
+#   everywhere. Clamping the prediction at C would zero its gradient whenever it overshoots C,
+#   even for a near label; clamping the label would make every depth beyond C the same, which
+#   is no longer a distance. Pixels a caller does not want (sky at the teacher's 1 km clamp)
+#   are removed with the mask.
+# - **D <= 0.** A label that is not finite or not > 0 is invalid (as if masked). Depths are
+#   floored at ``MIN_LOG_DEPTH`` = 1 mm before the logarithm, the nearest depth the network
+#   can output (its inverse depth is clamped to at most 1e3 1/m): no log(0) for a degenerate
+#   prediction, no effect on the network's own outputs.
+# - **SSI-MAGE on D_log.** SSI-MAGE normalises by median and MAD, so on D_log it equals
+#   SSI-MAGE on ln D and does not depend on C (tested). It applies to every image by default
+#   (pseudo-labels are dense and sharp); ``use_ssi_mage`` False for an image (e.g. sparse,
+#   noisy real ground truth mixed into the batch) leaves it out, as the teacher's loss does
+#   for real data.
+# - Images without a valid pixel are left out of the batch mean; a batch without any gives a
+#   zero loss still connected to the prediction's graph.
+#
+# The paper's Table 14 compares this pixel term with L1 on depth, on log depth and on inverse
+# depth; :data:`STUDENT_PIXEL_LOSSES` holds the four under one signature, and
+# :func:`student_distillation_loss` takes ``pixel_loss=`` to swap the term for that ablation
+# (SSI-MAGE stays on D_log; ``ssi_mage_weight=0`` compares the pixel terms alone).
+
+#: C of the distance-balanced log depth, metres (MetricAnything §7.6): D_log(C) = 0.
+LOG_DEPTH_RANGE = 400.0
+#: Loss weights of the student (§7.6): L = 10 * L_student + 2 * SSI-MAGE.
+STUDENT_WEIGHT = 10.0
+STUDENT_SSI_MAGE_WEIGHT = 2.0
+#: Depths are floored here (metres) before a logarithm or an inverse: the network's nearest.
+MIN_LOG_DEPTH = 1e-3
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    """Half / bf16 -> float32 for logarithms and inverses; float32 / float64 unchanged."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def distance_balanced_log_depth(
+    depth: torch.Tensor, c: float = LOG_DEPTH_RANGE, min_depth: float = MIN_LOG_DEPTH
+) -> torch.Tensor:
+    """``D_log = 1 - ln(max(D, min_depth)) / ln(c)`` elementwise (metres in; 1 at 1 m, 0 at
+    ``c``, negative beyond it: not clamped, see the section notes)."""
+    if not c > 1.0:
+        raise ValueError(f"C must be > 1 m, got {c}")
+    return 1.0 - torch.log(_float(depth).clamp_min(min_depth)) / math.log(c)
+
+
+def _depth_check(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Validity for depth targets: ``mask``, finite and > 0."""
+    ok = _check(pred, target, mask)
+    return ok & (torch.where(ok, target, 1.0) > 0)
+
+
+def _masked_l1(a: torch.Tensor, b: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Per-image (B,) mean of ``|a - b|`` over ``ok``; 0 for an image without valid pixels.
+    ``b`` is selected before subtracting so an invalid target cannot leak NaN."""
+    n = ok.reshape(ok.shape[0], -1).sum(dim=1)
+    err = torch.where(ok, (a - torch.where(ok, b, 0.0)).abs(), 0.0)
+    return err.reshape(ok.shape[0], -1).sum(dim=1) / n.clamp_min(1)
+
+
+def _safe(target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """The target with invalid pixels set to 1 m (finite for the transforms below)."""
+    return torch.where(ok, _float(target), 1.0)
+
+
+def _log(depth: torch.Tensor) -> torch.Tensor:
+    return torch.log(_float(depth).clamp_min(MIN_LOG_DEPTH))
+
+
+def _inverse(depth: torch.Tensor) -> torch.Tensor:
+    return 1.0 / _float(depth).clamp_min(MIN_LOG_DEPTH)
+
+
+def l1_distance_balanced_log(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, c: float = LOG_DEPTH_RANGE
+) -> torch.Tensor:
+    """L_student per image (B,): mean ``|D_log(pred) - D_log(target)|`` over valid pixels;
+    pred and target are metric depth (B, 1, H, W)."""
+    ok = _depth_check(pred, target, mask)
+    return _masked_l1(
+        distance_balanced_log_depth(pred, c), distance_balanced_log_depth(_safe(target, ok), c), ok
+    )
+
+
+def l1_depth(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Table 14's L1 on depth per image (B,): mean ``|D_pred - D_label|`` (metres)."""
+    ok = _depth_check(pred, target, mask)
+    return _masked_l1(_float(pred), _safe(target, ok), ok)
+
+
+def l1_log_depth(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Table 14's L1 on log depth per image (B,): mean ``|ln D_pred - ln D_label|`` (depths
+    floored at ``MIN_LOG_DEPTH``). Equals ``ln(C) *`` :func:`l1_distance_balanced_log`."""
+    ok = _depth_check(pred, target, mask)
+    return _masked_l1(_log(pred), _log(_safe(target, ok)), ok)
+
+
+def l1_inverse_depth(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Table 14's L1 on inverse depth per image (B,): mean ``|1/D_pred - 1/D_label|`` (1/m;
+    depths floored at ``MIN_LOG_DEPTH``)."""
+    ok = _depth_check(pred, target, mask)
+    return _masked_l1(_inverse(pred), _inverse(_safe(target, ok)), ok)
+
+
+#: The pixel terms of the paper's Table 14, by name: (pred, target, mask) -> (B,).
+STUDENT_PIXEL_LOSSES = {
+    "dlog": l1_distance_balanced_log,
+    "depth": l1_depth,
+    "log_depth": l1_log_depth,
+    "inverse_depth": l1_inverse_depth,
+}
+
+
+@dataclass(frozen=True)
+class StudentLoss:
+    """The batch loss and its per-image terms (B,) before weighting (``ssi_mage`` is 0 for
+    images without it)."""
+
+    total: torch.Tensor
+    pixel: torch.Tensor  # L_student (or the ablation's pixel term)
+    ssi_mage: torch.Tensor
+
+
+def student_distillation_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    use_ssi_mage: bool | torch.Tensor = True,
+    student_weight: float = STUDENT_WEIGHT,
+    ssi_mage_weight: float = STUDENT_SSI_MAGE_WEIGHT,
+    c: float = LOG_DEPTH_RANGE,
+    scales: int = GRADIENT_SCALES,
+    pixel_loss: str = "dlog",
+) -> StudentLoss:
+    """The student's loss on metric depth (B, 1, H, W): per image ``student_weight *
+    L_student + ssi_mage_weight * SSI-MAGE(D_log)`` (10 and 2), mean over the images with a
+    valid pixel (section notes above). ``use_ssi_mage``: one flag or one per image (B,);
+    ``pixel_loss``: a :data:`STUDENT_PIXEL_LOSSES` name (``dlog``: the paper's L_student)."""
+    if pixel_loss not in STUDENT_PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss {pixel_loss!r}: choose one of {list(STUDENT_PIXEL_LOSSES)}")
+    ok = _depth_check(pred, target, mask)
+    b = pred.shape[0]
+    if pixel_loss == "dlog":
+        pixel = l1_distance_balanced_log(pred, target, ok, c)
+    else:
+        pixel = STUDENT_PIXEL_LOSSES[pixel_loss](pred, target, ok)
+    use = torch.as_tensor(use_ssi_mage, dtype=torch.bool, device=pred.device).expand(b)
+    grad = pixel.new_zeros(b)
+    if use.any() and ssi_mage_weight != 0:
+        idx = use.nonzero().squeeze(1)
+        log_pred = distance_balanced_log_depth(pred[idx], c)
+        log_target = distance_balanced_log_depth(_safe(target[idx], ok[idx]), c)
+        grad = grad.index_copy(0, idx, ssi_mage(log_pred, log_target, ok[idx], scales))
+    per_image = student_weight * pixel + ssi_mage_weight * grad
+    has = ok.reshape(b, -1).any(dim=1)
+    total = torch.where(has, per_image, 0.0).sum() / has.sum().clamp_min(1)
+    return StudentLoss(total=total, pixel=pixel, ssi_mage=grad)
