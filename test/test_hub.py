@@ -84,7 +84,8 @@ def test_known_checkpoints_are_the_official_lingbot_releases():
         "robbyant/lingbot-depth-postrain-dc-vitl14",
         "robbyant/lingbot-depth-pretrain-vitl-14-v0.5",
     } <= repos
-    assert all(o.checkpoint.filename == "model.pt" and o.description for o in OFFICIAL)
+    lingbot = [o for o in OFFICIAL if o.method == "lingbot"]
+    assert all(o.checkpoint.filename == "model.pt" and o.description for o in lingbot)
 
 
 LOAD = """

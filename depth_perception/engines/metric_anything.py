@@ -1,5 +1,15 @@
 """MetricAnything as engines: the prompted teacher (colour + a sparse metric prompt -> dense
-metric depth) and the prompt-free student (colour -> metric depth, e.g. the teacher's prior).
+metric depth), the prompt-free student (colour -> metric depth: monocular_depth_node, and the
+teacher's prior) and the student's constant-median baseline.
+
+:class:`MetricAnythingStudentEngine` runs the network's ``infer`` on the colour image with
+``f_px`` = camera_info's fx (never the official code's 1,000 px default). Its ``checkpoint``:
+our directory (config.json + model.safetensors), the official ``student_depthmap.pt`` (plain or
+under ``state_dict``, read with ``weights_only=True``, loaded strictly; a directory holding it,
+or ``hf:yjh001/metricanything_student_depthmap/student_depthmap.pt`` from the Hub cache), or a
+``student_*`` preset (random weights, tests only); empty: ``models/ma_student_small``.
+:class:`ConstantDepthEngine` gives every pixel the median depth of the student's training
+labels (``train_median_depth_m``, written by training/), never the test recording's.
 
 :class:`MetricAnythingTeacherEngine` runs, per frame (``run``):
 
@@ -22,13 +32,16 @@ checkpoint records (``"prior"`` in its config.json, written by the trainer; a re
 in it is relative to the checkpoint directory), else :data:`DEFAULT_PRIOR`.
 
 Prior strings: ``lingbot`` (the LingBot-Depth model shipped in the package), ``lingbot:<model
-dir | model.pt | preset>``, ``ma_student:<checkpoint dir | student_* preset>``.
+dir | model.pt | preset>``, ``ma_student:<any student checkpoint above>``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +59,27 @@ from depth_perception.engines.base import (
     EngineInputs,
     FrameInputs,
 )
-from depth_perception.models.checkpoints import weights_digest
-from depth_perception.models.metric_anything.checkpoints import load_model
-from depth_perception.models.metric_anything.model import MAX_INVERSE_DEPTH, MIN_INVERSE_DEPTH
-from depth_perception.models.metric_anything.presets import PRESETS
+from depth_perception.models.checkpoints import (
+    CONFIG_FILE,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    _read_torch,
+    weights_digest,
+)
+from depth_perception.models.metric_anything.checkpoints import (
+    load_model,
+    load_official_state_dict,
+)
+from depth_perception.models.metric_anything.model import (
+    MAX_INVERSE_DEPTH,
+    MIN_INVERSE_DEPTH,
+    MetricAnythingDepth,
+)
+from depth_perception.models.metric_anything.presets import (
+    OFFICIAL_STUDENT,
+    PRESETS,
+    build_preset,
+)
 from depth_perception.paths import default_model_path, share_dir
 
 log = logging.getLogger(__name__)
@@ -60,6 +90,9 @@ DEFAULT_TEACHER = "ma_teacher_small"
 DEFAULT_PRIOR = "lingbot"
 #: Prior kinds: ``<kind>`` or ``<kind>:<checkpoint>``.
 PRIOR_KINDS = ("lingbot", "ma_student")
+#: The official student's Hugging Face repository (``depth-perception models fetch
+#: metricanything-student``).
+OFFICIAL_STUDENT_REPO = "yjh001/metricanything_student_depthmap"
 #: The space of the two depth channels of the teacher's prompt input (the network converts
 #: metric disparity to its canonical units with f_px itself).
 PROMPT_SPACE = "disparity"
@@ -128,17 +161,128 @@ def _finite_positive(depth: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+#: The student shipped in the package's models/ directory (the node's default; trained by
+#: training/ -- until it is there, the default fails with one line naming the path).
+DEFAULT_STUDENT = "ma_student_small"
+#: The official student's weights (Hugging Face ``yjh001/metricanything_student_depthmap``).
+OFFICIAL_STUDENT_FILE = "student_depthmap.pt"
+#: The key, in a student's config.json or a JSON file of its own, of the median depth (metres)
+#: of the student's training labels: the constant-median baseline's value.
+TRAIN_MEDIAN_KEY = "train_median_depth_m"
+
+
+def default_student_path() -> Path:
+    """The MetricAnything student shipped with the package (trained by training/)."""
+    return share_dir() / "models" / DEFAULT_STUDENT
+
+
+@functools.cache
+def _preset_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a preset's state dict, built on the meta device (no weights)."""
+    with torch.device("meta"):
+        model = MetricAnythingDepth(PRESETS[name])
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def official_student_preset(
+    state_dict: Mapping[str, torch.Tensor], source: str | Path = "state dict"
+) -> str:
+    """The ``student_*`` preset whose keys and shapes are exactly ``state_dict``'s (the official
+    file: ``student_vith16plus``). None matching: CheckpointMismatchError naming the keys that
+    differ from the closest layout (most keys of equal shape; the official one on a tie),
+    found on the meta device before any weight is allocated."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    names = [OFFICIAL_STUDENT, *(n for n in sorted(PRESETS) if n.startswith("student_"))]
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if _preset_shapes(name) == shapes:
+            return name
+
+    def agreement(name: str) -> int:
+        expected = _preset_shapes(name)
+        return sum(expected.get(k) == shape for k, shape in shapes.items())
+
+    closest = max(names, key=agreement)  # max keeps the first (official) on a tie
+    expected = _preset_shapes(closest)
+    common = expected.keys() & shapes.keys()
+    raise CheckpointMismatchError(
+        expected.keys() - shapes.keys(),
+        shapes.keys() - expected.keys(),
+        [k for k in common if expected[k] != shapes[k]],
+        source=f"{source} (closest layout: {closest})",
+    )
+
+
+def student_weights(checkpoint: str) -> Path | None:
+    """Where a student checkpoint's weights are: our directory (config.json +
+    model.safetensors) or its ``.safetensors``; an official ``.pt`` / ``.pth`` file or a
+    directory holding ``student_depthmap.pt`` (a Hub snapshot); ``hf:<owner>/<name>/<file>``
+    from the Hub cache. None for a preset name (random weights). FileNotFoundError otherwise."""
+    from depth_perception.models.hub import resolve_checkpoint  # hf: spec -> cached file
+
+    resolved = Path(resolve_checkpoint(checkpoint))
+    if resolved.is_dir():
+        if (resolved / CONFIG_FILE).is_file():
+            return resolved
+        if (resolved / OFFICIAL_STUDENT_FILE).is_file():
+            return resolved / OFFICIAL_STUDENT_FILE
+        raise FileNotFoundError(
+            f"{resolved}: neither {CONFIG_FILE} (our checkpoint) nor {OFFICIAL_STUDENT_FILE} "
+            "(the official student) inside"
+        )
+    if resolved.is_file():
+        return resolved
+    if checkpoint in PRESETS:
+        return None
+    raise FileNotFoundError(
+        f"MetricAnything student checkpoint {checkpoint} does not exist (our directory with "
+        f"config.json and model.safetensors, an official {OFFICIAL_STUDENT_FILE}, "
+        "hf:<owner>/<name>/<file> or a student_* preset)"
+    )
+
+
+def load_student(checkpoint: str) -> tuple[MetricAnythingDepth, str]:
+    """(network in eval mode, weights digest) of a student checkpoint (:func:`student_weights`).
+
+    An official file is read with ``weights_only=True``, plain or under ``state_dict``; its
+    architecture is the ``student_*`` preset with exactly its keys and shapes (the official
+    file: ``student_vith16plus``), loaded strictly; a file matching no preset raises
+    CheckpointMismatchError naming the keys (:func:`official_student_preset`)."""
+    weights = student_weights(checkpoint)
+    if weights is None:
+        log.warning("MetricAnything preset %r has RANDOM weights (tests only)", checkpoint)
+        return build_preset(checkpoint).eval(), "random"
+    if weights.suffix in (".pt", ".pth"):
+        state = _read_torch(weights, "cpu")
+        if isinstance(state, Mapping) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise CheckpointReadError(f"{weights}: not a state dict")
+        model = build_preset(official_student_preset(state, weights))
+        load_official_state_dict(model, state, weights)
+    else:
+        model = load_model(weights)
+    return model.eval(), weights_digest(weights)
+
+
 @dataclass
 class MetricAnythingStudentConfig:
-    checkpoint: str  # our student dir, an official student_depthmap.pt, or a student_* preset
+    # Our student dir (config.json + model.safetensors), an official student_depthmap.pt (or a
+    # dir holding it; hf:yjh001/metricanything_student_depthmap/student_depthmap.pt from the
+    # Hub cache) or a student_* preset (random weights, tests only); empty: the student
+    # shipped in the package's models/ directory.
+    checkpoint: str = ""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16
-    num_threads: int = 0  # > 0: pin torch's CPU threads
+    num_threads: int = 0  # > 0: pin torch's CPU threads (bit-identical node and offline runs)
 
 
 class MetricAnythingStudentEngine(Engine):
-    """Metric depth from colour alone with a prompt-free MetricAnything network: ``infer``
-    with f_px = the frame's fx. The teacher's prior; its own node comes with the student."""
+    """Metric depth from colour alone with a prompt-free MetricAnything network: the
+    network's ``infer`` (ImageNet normalisation, bilinear resize to its square input and
+    back) with ``f_px`` = the frame's fx from camera_info, never a fixed focal length; NaN
+    where the depth is not finite and positive. The monocular_depth_node's engine and the
+    teacher's prior."""
 
     inputs = EngineInputs(colour=True)
 
@@ -147,19 +291,90 @@ class MetricAnythingStudentEngine(Engine):
         _set_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
         self.use_bf16 = _use_bf16(cfg.precision, self.device)
-        model, digest = _load_metric_anything(cfg.checkpoint, "MetricAnything student")
+        checkpoint = cfg.checkpoint or str(default_student_path())
+        if not cfg.checkpoint and not Path(checkpoint).exists():
+            raise FileNotFoundError(
+                f"no MetricAnything student at {checkpoint} (the default model is not shipped "
+                "yet): set checkpoint to a student directory, an official "
+                f"{OFFICIAL_STUDENT_FILE} or hf:{OFFICIAL_STUDENT_REPO}/{OFFICIAL_STUDENT_FILE}"
+            )
+        model, digest = load_student(checkpoint)
         if model.is_teacher:
             raise ValueError(
-                f"{cfg.checkpoint} is a prompted teacher, not a prompt-free student network"
+                f"{checkpoint} is a prompted teacher, not a prompt-free student network"
             )
         self.model = model.to(self.device)
-        name = Path(cfg.checkpoint).name or cfg.checkpoint
+        self.checkpoint = checkpoint
+        name = Path(checkpoint).name or checkpoint
         self.model_id = f"metric-anything-student/{name}@{digest}"
 
     def run(self, frame: FrameInputs) -> CompletionResult:
+        if frame.rgb is None or frame.rgb.shape[:2] != frame.shape:
+            got = None if frame.rgb is None else frame.rgb.shape[:2]
+            raise ValueError(f"colour {got} must be the camera's {frame.shape}")
         image = _image_tensor(frame.rgb, self.device)
         out = self.model.infer(image, f_px=frame.intrinsics.fx, use_bf16=self.use_bf16)
         return CompletionResult(depth=_finite_positive(out["depth"].cpu().numpy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The constant-median baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def training_median_depth(source: str) -> tuple[float, str]:
+    """(metres, where from) of the constant baseline: ``source`` is a depth in metres
+    (``"3.2"``), a JSON file with ``train_median_depth_m``, or a student checkpoint directory
+    whose config.json has it (written by training/ from the student's training labels).
+
+    Never the evaluated recording's own ground truth: its median would hand the baseline a
+    statistic of the test set."""
+    from depth_perception.models.hub import resolve_checkpoint
+
+    try:
+        value, origin = float(source), "parameter"
+    except ValueError:
+        path = Path(resolve_checkpoint(source))
+        file = path / CONFIG_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"constant depth {source}: neither a number (metres) nor a JSON file / student "
+                f"checkpoint directory with {TRAIN_MEDIAN_KEY}"
+            ) from None
+        try:
+            value = float(json.loads(file.read_text())[TRAIN_MEDIAN_KEY])
+        except (OSError, ValueError, TypeError, KeyError):
+            raise ValueError(
+                f"{file}: no number {TRAIN_MEDIAN_KEY} (the median depth of the training "
+                "labels, in metres, written by training/ beside the student)"
+            ) from None
+        origin = str(file)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"constant depth from {origin} is {value}: must be finite and > 0 m")
+    return value, origin
+
+
+@dataclass
+class ConstantDepthConfig:
+    # A depth in metres, a JSON file with train_median_depth_m, or a student checkpoint dir
+    # whose config.json has it; empty: the student shipped in models/.
+    source: str = ""
+
+
+class ConstantDepthEngine(Engine):
+    """The constant-median baseline: every pixel at the training labels' median depth
+    (:func:`training_median_depth`), whatever the image. What a prompt-free student must beat
+    by a wide margin."""
+
+    inputs = EngineInputs(colour=True)
+
+    def __init__(self, cfg: ConstantDepthConfig) -> None:
+        self.cfg = cfg
+        self.depth_m, self.origin = training_median_depth(cfg.source or str(default_student_path()))
+        self.model_id = f"constant/{self.depth_m:.4g}m"
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        return CompletionResult(depth=np.full(frame.shape, self.depth_m, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -161,15 +161,17 @@ TEACHER_PROMPTS: dict[str, tuple[tuple[str, ...], str, str]] = {
 _RANGE_SCORED = ("radar",)
 
 
-def _teacher(prompt: str, checkpoint: str | None = None) -> Pipeline:
-    """``ma_teacher_<prompt>``; ``checkpoint`` None: the teacher shipped in models/."""
+def _teacher(prompt: str, checkpoint: str | None = None, prior: str = "") -> Pipeline:
+    """``ma_teacher_<prompt>``; ``checkpoint`` None: the teacher shipped in models/; ``prior``
+    empty: the prior the teacher records (else lingbot), as the node's parameter."""
     from depth_perception.engines.metric_anything import (
         MetricAnythingTeacherConfig,
         MetricAnythingTeacherEngine,
     )
 
     sources, kind, what = TEACHER_PROMPTS[prompt]
-    cfg = MetricAnythingTeacherConfig(checkpoint=checkpoint or "")
+    cfg = MetricAnythingTeacherConfig(checkpoint=checkpoint or "", prior=prior)
+    parameters = {"checkpoint": checkpoint} if checkpoint else {}
     return Pipeline(
         name=f"ma_teacher_{prompt}",
         description=f"MetricAnything teacher, prompt: {what} ({checkpoint or 'shipped model'})",
@@ -177,11 +179,97 @@ def _teacher(prompt: str, checkpoint: str | None = None) -> Pipeline:
         params_file="prompted_depth.yaml",
         make_engine=lambda: MetricAnythingTeacherEngine(cfg),
         # The node's checkpoint parameter defaults to the shipped teacher too.
-        parameters={"checkpoint": checkpoint} if checkpoint else {},
+        parameters={**parameters, "prior": prior} if prior else parameters,
         inputs=PROMPT_INPUTS,
         prompt_sources=sources,
         synthetic_prompt=kind,
         range_caps_m=RADAR_RANGE_CAPS_M if set(sources) & set(_RANGE_SCORED) else (),
+    )
+
+
+#: The teacher's prompt when the student is its prior (the ``ma_student`` group's comparison).
+STUDENT_PRIOR_PROMPT = "lidar"
+STUDENT_PRIOR_PIPELINE = f"ma_teacher_{STUDENT_PRIOR_PROMPT}_student_prior"
+
+
+def _student(checkpoint: str | None = None) -> Pipeline:
+    """``ma_student``: the prompt-free student alone (colour + camera_info -> metric depth);
+    ``checkpoint`` None: the student shipped in models/."""
+    from depth_perception.engines.metric_anything import (
+        MetricAnythingStudentConfig,
+        MetricAnythingStudentEngine,
+    )
+
+    cfg = MetricAnythingStudentConfig(checkpoint=checkpoint or "")
+    return Pipeline(
+        name="ma_student",
+        description=f"MetricAnything student, colour only ({checkpoint or 'shipped model'})",
+        executable="monocular_depth_node",
+        params_file="monocular_depth.yaml",
+        make_engine=lambda: MetricAnythingStudentEngine(cfg),
+        parameters={"checkpoint": checkpoint} if checkpoint else {},
+        inputs=EngineInputs(colour=True),
+    )
+
+
+def _constant_median(source: str | None = None) -> Pipeline:
+    """``constant_median``: every pixel at the median depth of the student's training labels,
+    read from ``source`` (a student checkpoint directory whose config.json has
+    ``train_median_depth_m``, a JSON file with it, or metres; None: the shipped student's) --
+    never the evaluated recording's own median, which would peek at the test set.
+
+    The value is read here and handed to monocular_depth_node as metres (``constant_depth``),
+    so the node and the offline engine use the same number; :func:`get_pipeline` calls this
+    (the table's entry only names the pipeline). A source without a training median (an
+    official student file, a student trained before training/ wrote it) raises
+    :class:`MissingInputError`: the pipeline is skipped with the reason, the others run."""
+    from depth_perception.engines.metric_anything import (
+        ConstantDepthConfig,
+        ConstantDepthEngine,
+        default_student_path,
+        training_median_depth,
+    )
+
+    source = source or str(default_student_path())
+    try:
+        value, origin = training_median_depth(source)
+    except (OSError, ValueError) as exc:
+        raise MissingInputError(f"no training median depth for the constant: {exc}") from None
+    cfg = ConstantDepthConfig(repr(value))
+    return Pipeline(
+        name="constant_median",
+        description=f"constant: the training labels' median depth, {value:.4g} m ({origin})",
+        executable="monocular_depth_node",
+        params_file="monocular_depth.yaml",
+        make_engine=lambda: ConstantDepthEngine(cfg),
+        parameters={"constant_depth": value},
+        inputs=EngineInputs(colour=True),
+    )
+
+
+#: ``constant_median``'s entry in the table (its value is read by :func:`get_pipeline`).
+_CONSTANT_MEDIAN_ENTRY = Pipeline(
+    name="constant_median",
+    description="constant: the median depth of the student's training labels (a baseline)",
+    executable="monocular_depth_node",
+    params_file="monocular_depth.yaml",
+    make_engine=lambda: _constant_median().make_engine(),
+    inputs=EngineInputs(colour=True),
+)
+
+
+def _teacher_student_prior(student: str | None = None, teacher: str | None = None) -> Pipeline:
+    """``ma_teacher_lidar_student_prior``: the teacher (``teacher`` None: the shipped one) with
+    the LiDAR prompt and the student ``student`` (None: the shipped one) as its PDSA/GMDR
+    prior, whatever prior the teacher records (``ma_teacher_lidar`` uses that one)."""
+    from depth_perception.engines.metric_anything import default_student_path
+
+    prior = f"ma_student:{student or default_student_path()}"
+    base = _teacher(STUDENT_PRIOR_PROMPT, teacher, prior)
+    return replace(
+        base,
+        name=STUDENT_PRIOR_PIPELINE,
+        description=f"{base.description}, prior: the student {student or '(shipped model)'}",
     )
 
 
@@ -226,6 +314,9 @@ PIPELINES.update(
         ),
     )
 )
+PIPELINES.update(
+    (p.name, p) for p in (_student(), _CONSTANT_MEDIAN_ENTRY, _teacher_student_prior())
+)
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
@@ -233,13 +324,18 @@ PROMPT_BASELINES = ("jbu_lidar",)
 LEARNED = tuple(name for name, _ in _LINGBOT_FUSION.values())
 #: The MetricAnything teacher with each prompt kind.
 MA_TEACHER = tuple(f"ma_teacher_{prompt}" for prompt in TEACHER_PROMPTS)
+#: The MetricAnything student alone, its constant-median baseline and the teacher with the
+#: student as its prior; ``--checkpoint`` names the *student* for all three (its weights, its
+#: training median, the prior). Compare with ``ma_teacher_lidar`` (the teacher's own prior).
+MA_STUDENT = ("ma_student", "constant_median", STUDENT_PRIOR_PIPELINE)
 #: The pipelines whose model ``--checkpoint`` / :func:`get_pipeline` can replace.
-TAKES_CHECKPOINT = (*LEARNED, *MA_TEACHER)
+TAKES_CHECKPOINT = (*LEARNED, *MA_TEACHER, *MA_STUDENT)
 # Names the CLI accepts besides the pipelines themselves.
 PIPELINE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(PIPELINES),
     "learned": LEARNED,
     "ma_teacher": MA_TEACHER,
+    "ma_student": MA_STUDENT,
 }
 
 
@@ -319,14 +415,24 @@ def _connects(calibration: Calibration | None, parent: str, child: str) -> bool:
     return True
 
 
-def get_pipeline(name: str, checkpoint: str | None = None) -> Pipeline:
-    """The named pipeline; ``checkpoint`` swaps the model of a learned one."""
+def get_pipeline(name: str, checkpoint: str | None = None, teacher: str | None = None) -> Pipeline:
+    """The named pipeline; ``checkpoint`` swaps the model of a learned one (for the
+    :data:`MA_STUDENT` pipelines: the student, i.e. also the constant's training median and the
+    teacher's prior); ``teacher``: the teacher of ``ma_teacher_lidar_student_prior``."""
     try:
         pipeline = PIPELINES[name]
     except KeyError:
         raise ValueError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}") from None
+    if teacher is not None and name != STUDENT_PRIOR_PIPELINE:
+        raise ValueError(f"pipeline {name!r} takes no separate teacher")
+    if name == STUDENT_PRIOR_PIPELINE:
+        return _teacher_student_prior(checkpoint, teacher) if checkpoint or teacher else pipeline
+    if name == "constant_median":
+        return _constant_median(checkpoint)
     if checkpoint is None:
         return pipeline
+    if name == "ma_student":
+        return _student(str(checkpoint))
     if name in MA_TEACHER:
         return _teacher(name.removeprefix("ma_teacher_"), str(checkpoint))
     if name not in LEARNED:

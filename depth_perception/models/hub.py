@@ -48,8 +48,8 @@ class OfficialCheckpoint:
     description: str
 
 
-# The official releases (github.com/Robbyant/lingbot-depth, huggingface.co/robbyant); the other
-# methods add theirs here.
+# The official releases (github.com/Robbyant/lingbot-depth, huggingface.co/robbyant, and
+# MetricAnything's student); the other methods add theirs here.
 OFFICIAL: tuple[OfficialCheckpoint, ...] = (
     OfficialCheckpoint(
         "lingbot-depth-pretrain",
@@ -68,6 +68,15 @@ OFFICIAL: tuple[OfficialCheckpoint, ...] = (
         HubCheckpoint("robbyant/lingbot-depth-pretrain-vitl-14-v0.5"),
         "lingbot",
         "LingBot-Depth ViT-L/14 pretrain, v0.5 release",
+    ),
+    # github.com/metric-anything/metric-anything: the prompt-free student (DINOv3 ViT-H+/16,
+    # 877 M parameters), a plain state dict; monocular_depth_node's checkpoint, or a teacher's
+    # prior as ma_student:hf:<repo>/<file>.
+    OfficialCheckpoint(
+        "metricanything-student",
+        HubCheckpoint("yjh001/metricanything_student_depthmap", "student_depthmap.pt"),
+        "ma_student",
+        "MetricAnything student, DINOv3 ViT-H+/16, metric depth from colour alone",
     ),
 )
 BY_NAME = {official.name: official for official in OFFICIAL}
@@ -141,7 +150,7 @@ def list_models() -> None:
     print(f"Official checkpoints (Hub cache: {constants.HF_HUB_CACHE})")
     for official in OFFICIAL:
         path = cached_path(official.checkpoint)
-        print(f"  {official.name:24s} {official.method:8s} {official.checkpoint.spec}")
+        print(f"  {official.name:24s} {official.method:10s} {official.checkpoint.spec}")
         print(f"  {'':24s} {official.description}; {path or 'not cached'}")
     print(
         "Fetch one with `depth-perception models fetch NAME`; use it as"
