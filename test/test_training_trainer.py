@@ -39,13 +39,9 @@ from training.distributed import DistInfo
 from training.extract import ExtractConfig, extract
 from training.optim import REST, LRSchedule, assign_groups, build_optimizer
 from training.shards import ShardReader
+from training.tasks.lingbot import corrupt_inputs, lingbot_loss, sample_token_masks
 from training.train import main as train_main
-from training.trainer import (
-    Trainer,
-    corrupt_inputs,
-    lingbot_loss,
-    sample_token_masks,
-)
+from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"

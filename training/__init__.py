@@ -11,6 +11,8 @@
 - :mod:`training.dataset`: ``ShardDataset`` (a torch ``IterableDataset``) that splits a seeded
   per-epoch permutation exactly across ranks and DataLoader workers, resumes exactly, and a
   ``Collate`` that brings variable image sizes to one training resolution.
+- :mod:`training.trainer` (``python -m training.train``): the one training loop; the methods
+  are tasks plugged into it (:mod:`training.tasks`: LingBot-Depth, the MetricAnything teacher).
 
-Only :mod:`training.dataset` imports torch, so extraction runs on machines without it.
+Extraction runs on machines without torch, unless ``--prior`` asks for a model to run.
 """

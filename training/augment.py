@@ -7,6 +7,8 @@ A *sample* is a dict::
     target      (H, W) float32 metres, NaN = invalid (supervision)
     intrinsics  Intrinsics of all three
     points      optional (N, 3) float32 points in the camera optical frame (LiDAR prompts)
+    radar_points  optional (N, 3) float32, the same for radar
+    prior       optional (H, W) float32 metres, NaN = none: a prompt-free model's depth of rgb
 
 Geometric ops (crop, flip, resize, unified focal) move every image and update the intrinsics so
 that a back-projected depth pixel stays the same 3-D point (x negated after a flip, a mirror);
@@ -31,7 +33,9 @@ import numpy as np
 from depth_perception.core.camera import Intrinsics
 
 # Keys resampled like depth (nearest neighbour, NaN padding).
-_DEPTH_KEYS = ("depth", "target")
+_DEPTH_KEYS = ("depth", "target", "prior")
+# 3-D points in the camera optical frame (mirrored by a flip).
+_POINT_KEYS = ("points", "radar_points")
 
 
 @dataclass
@@ -118,10 +122,11 @@ def hflip(sample: dict) -> dict:
     for key in ["rgb", *_depth_like(sample)]:
         out[key] = np.ascontiguousarray(sample[key][:, ::-1])
     out["intrinsics"] = replace(intr, cx=intr.width - 1 - intr.cx)
-    if sample.get("points") is not None:
-        points = np.array(sample["points"], dtype=np.float32)
-        points[:, 0] *= -1
-        out["points"] = points
+    for key in _POINT_KEYS:
+        if sample.get(key) is not None:
+            points = np.array(sample[key], dtype=np.float32)
+            points[:, 0] *= -1
+            out[key] = points
     return out
 
 

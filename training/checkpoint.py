@@ -23,13 +23,12 @@ import os
 import random
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from depth_perception.models.checkpoints import save_checkpoint
-from depth_perception.models.lingbot import LingBotDepth
+from torch import nn
 
 log = logging.getLogger("training.checkpoint")
 
@@ -115,16 +114,16 @@ def publish_dir(staging: Path, final: Path) -> Path:
     return final
 
 
-def export_model(model_config: dict, state_dict: dict, directory: str | Path) -> Path:
-    """Write a model in the ``save_checkpoint`` format (``load_model`` / the ROS node read
-    it), atomically: built in a temporary directory, then renamed into place."""
+def export_model(
+    model: nn.Module, directory: str | Path, save: Callable[[nn.Module, Path], object]
+) -> Path:
+    """Write ``model`` with ``save(model, dir)`` (the task's format: what ``load_model`` / the
+    ROS node read), atomically: built in a temporary directory, then renamed into place."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    model = LingBotDepth.from_config(model_config)
-    model.load_state_dict(state_dict, strict=True)
     staging = _tmp_path(directory)
     shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(model, staging)
+    save(model, staging)
     return publish_dir(staging, directory)
 
 

@@ -30,16 +30,20 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("step", "cosine", "constant")
+#: Training methods (``task``; :mod:`training.tasks`).
+TASKS = ("lingbot", "ma_teacher")
 
 
 @dataclass
 class ModelConfig:
-    """Which network to train and how to initialise it."""
+    """Which network to train and how to initialise it (the task's network: LingBot-Depth for
+    ``task: lingbot``, MetricAnything for ``task: ma_teacher``)."""
 
-    preset: str | None = "tiny"  # a ``depth_perception.models.lingbot.PRESETS`` name
-    config: dict[str, Any] | None = None  # a full official-style model_config (wins over preset)
-    init_dinov2: str | None = None  # transformers DINOv2 dir to initialise the ViT from (paper)
-    init_checkpoint: str | None = None  # fine-tune: anything ``load_model`` accepts
+    preset: str | None = "tiny"  # a PRESETS name of the task's model module
+    config: dict[str, Any] | None = None  # a full model_config (wins over preset)
+    init_dinov2: str | None = None  # LingBot: transformers DINOv2 dir to initialise the ViT from
+    init_dinov3: str | None = None  # MetricAnything: transformers DINOv3 dir for the backbone
+    init_checkpoint: str | None = None  # fine-tune: anything the task's ``load_model`` accepts
     # fnmatch patterns of parameters kept fixed. DINOv2's mask_token is unused by the RGB-D
     # forward pass; a parameter without gradient would stall DDP's gradient reduction.
     freeze: list[str] = field(default_factory=lambda: ["encoder.backbone.mask_token"])
@@ -91,6 +95,49 @@ class LossConfig:
 
 
 @dataclass
+class PromptConfig:
+    """MetricAnything teacher: the sparse prompt drawn for every sample, anew every epoch.
+
+    ``kinds``: kind -> relative weight of drawing it (:data:`training.tasks.ma_teacher.
+    PROMPT_KINDS`): ``random`` (the paper's: N pixels, N uniform in ``n_range``, of the ground
+    truth, or of the sensor's own depth for a self-supervised sample), ``lidar`` / ``radar``
+    (the sample's scan projected into the image; extract with ``--lidar`` / ``--radar``),
+    ``sensor`` (the sensor's valid depth), ``lidar_like`` (16 scan lines of the target),
+    ``extreme`` (100 target pixels), ``down8`` / ``down16`` (the target downsampled).
+    ``val_kind``: the one kind validation uses (drawn per sample with a fixed seed)."""
+
+    kinds: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
+    n_range: list[int] = field(default_factory=lambda: [2_000, 40_000])
+    val_kind: str = "random"
+
+
+@dataclass
+class TeacherConfig:
+    """``task: ma_teacher``: prompts, prior and loss of the MetricAnything teacher."""
+
+    # The prompt-free model whose depth is P_d for PDSA / GMDR; it must be the one the shards'
+    # ``prior`` member was computed with (``extract --prior``), and is recorded in the export
+    # for the engine: ``lingbot`` (the shipped LingBot-Depth on colour only),
+    # ``lingbot:<checkpoint>``, ``ma_student:<checkpoint>``.
+    prior: str = "lingbot"
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    mae_weight: float = 15.0  # L = 15 MAE + 5 SSI-MAGE (paper §7.6)
+    ssi_mage_weight: float = 5.0
+    trim: float = 0.2  # real (self-supervised) targets: drop each image's largest 20 % residuals
+    synthetic_gt: bool = True  # ground truth comes from a simulator: full MAE + SSI-MAGE
+    # Initialise every weight but the prompt branch from a prompt-free MetricAnything network
+    # of the same shape (``init_teacher_from_prompt_free``): a checkpoint dir or .pt.
+    init_prompt_free: str | None = None
+    # From scratch only: the depth head's last bias (canonical inverse depth before its ReLU).
+    # The official 0 (meant for loading trained weights) leaves the output ReLU dead for
+    # many random initialisations, and then no gradient ever flows.
+    init_output_bias: float = 0.1
+    # Convolutions in channels-last layout (measured ~1.4x faster per step on a CPU for the
+    # 512 px presets); single process / DDP.
+    channels_last: bool = False
+
+
+@dataclass
 class ParamGroupConfig:
     """Parameters whose name matches any fnmatch ``patterns`` (first matching group wins)."""
 
@@ -114,6 +161,7 @@ class OptimConfig:
         default_factory=lambda: [ParamGroupConfig("encoder", ["*backbone*"], 1e-5, 2000)]
     )
     grad_clip: float | None = 1.0  # max global grad norm; None: no clipping
+    rest_name: str = "rest"  # name of the group of parameters no pattern matches
 
 
 @dataclass
@@ -174,6 +222,7 @@ class TrainConfig:
     """A whole training run."""
 
     name: str = "run"
+    task: str = "lingbot"  # the training method: lingbot | ma_teacher (training.tasks)
     run_dir: str = "out/train/run"
     seed: int = 0
     iterations: int = 1000
@@ -190,9 +239,12 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def validate(self) -> TrainConfig:
         """Check the choices the trainer cannot recover from later; returns self."""
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.dist.strategy not in STRATEGIES:

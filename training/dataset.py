@@ -42,7 +42,7 @@ system), since a global permutation touches every shard every epoch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +120,9 @@ def to_tensors(sample: dict) -> dict:
         "intrinsics": torch.from_numpy(sample["intrinsics"].K.astype(np.float32)),
     }
     out["valid"] = out["target"] > 0
-    if "prompt" in sample:
-        out["prompt"] = _depth_tensor(sample["prompt"])
+    for key in ("prompt", "radar_prompt", "prior"):
+        if key in sample:
+            out[key] = _depth_tensor(sample[key])
     return out
 
 
@@ -138,7 +139,10 @@ class ShardDataset(IterableDataset):
     (target > 0); ``intrinsics`` (3, 3); ``self_supervised`` (target is the raw depth);
     ``key``; ``index`` (position in this rank's epoch stream, counted from ``start``);
     ``epoch``; with ``lidar=True``
-    also ``prompt`` (1, H, W), the LiDAR points projected into the (augmented) image, 0 = none.
+    also ``prompt`` (1, H, W), the LiDAR points projected into the (augmented) image, 0 = none;
+    with ``radar=True`` ``radar_prompt``, the same for the radar points; with ``prior=True``
+    ``prior`` (1, H, W), the stored prior depth (``extract --prior``; 0 = none), augmented with
+    the image, and ``prior_name``, the prior it was computed with.
 
     ``target``: "auto" = ground truth where the sample has it, else the raw depth (the
     self-supervised mode); "gt" = only shards whose every sample has ground truth; "depth" =
@@ -156,6 +160,8 @@ class ShardDataset(IterableDataset):
         target: str = "auto",
         batch_size: int = 1,
         lidar: bool = False,
+        radar: bool = False,
+        prior: bool = False,
     ) -> None:
         super().__init__()
         if target not in TARGETS:
@@ -176,6 +182,8 @@ class ShardDataset(IterableDataset):
         self.target = target
         self.batch_size = int(batch_size)
         self.lidar = lidar
+        self.radar = radar
+        self.prior = prior
         self.epoch = 0
         self.start = 0  # position in the epoch's permutation where the rank streams begin
         self.consumed = 0  # samples of this rank's stream handed to the trainer
@@ -265,15 +273,30 @@ class ShardDataset(IterableDataset):
         if self.lidar:
             pts = raw["lidar"]
             sample["points"] = np.zeros((0, 3), np.float32) if pts is None else pts
+        if self.radar:
+            pts = raw["radar"]
+            sample["radar_points"] = np.zeros((0, 3), np.float32) if pts is None else pts
+        if self.prior:
+            if raw["prior"] is None:
+                raise ValueError(
+                    f"{key} has no prior member: extract the shards with --prior "
+                    "(python -m training.extract --prior lingbot ...)"
+                )
+            sample["prior"] = raw["prior"]
         if self.augment_cfg is not None:
             # Per sample, not per worker: the same draw whoever loads it (exact resume).
             rng = np.random.default_rng([self.seed, epoch, sample_id])
             sample = augment(sample, self.augment_cfg, rng)
         if self.lidar:
             sample["prompt"] = points_to_sparse_depth(sample["points"], sample["intrinsics"])
+        if self.radar:
+            intr = sample["intrinsics"]
+            sample["radar_prompt"] = points_to_sparse_depth(sample["radar_points"], intr)
         out = to_tensors(sample)
         out["self_supervised"] = torch.tensor(self_supervised)
         out["key"] = key
+        if self.prior:
+            out["prior_name"] = str(raw["meta"].get("prior", ""))
         return out
 
     def __iter__(self) -> Iterator[dict]:
@@ -330,12 +353,15 @@ def fit_to_size(item: dict, size: tuple[int, int]) -> dict:
         item["image"][None], size=(sh, sw), mode="bilinear", align_corners=False, antialias=True
     )[0]
     out["image"] = crop(image.clamp(0.0, 1.0))
-    for key in ("depth", "target"):
+    for key in ("depth", "target", "prior"):
+        if key not in item:
+            continue
         # "nearest-exact" is centre-aligned, the convention of Intrinsics.scaled.
         out[key] = crop(F.interpolate(item[key][None], size=(sh, sw), mode="nearest-exact")[0])
     out["valid"] = out["target"] > 0
-    if "prompt" in item:
-        out["prompt"] = _reproject_sparse(item["prompt"], old, new)
+    for key in ("prompt", "radar_prompt"):
+        if key in item:
+            out[key] = _reproject_sparse(item[key], old, new)
     out["intrinsics"] = torch.from_numpy(new.K.astype(np.float32))
     return out
 
@@ -343,13 +369,18 @@ def fit_to_size(item: dict, size: tuple[int, int]) -> dict:
 @dataclass
 class Collate:
     """Batch samples, bringing them to ``size`` = (W, H) first when given (variable-size data:
-    mixed cameras, no fixed-size augmentation); without ``size`` all must already match."""
+    mixed cameras, no fixed-size augmentation); without ``size`` all must already match.
+    ``transform``: a per-sample step after that (a training task's per-sample work, e.g. the
+    MetricAnything teacher's prompt preparation); it runs in the DataLoader workers."""
 
     size: tuple[int, int] | None = None
+    transform: Callable[[dict], dict] | None = None
 
     def __call__(self, items: list[dict]) -> dict:
         if self.size is not None:
             items = [fit_to_size(it, self.size) for it in items]
+        if self.transform is not None:
+            items = [self.transform(it) for it in items]
         shapes = {tuple(it["image"].shape) for it in items}
         if len(shapes) > 1:
             raise ValueError(f"samples of different sizes {sorted(shapes)}: set Collate(size=...)")

@@ -4,8 +4,8 @@ Usage::
 
     python -m training.extract BAG_OR_DIR [BAG_OR_DIR ...] --out DIR
         [--shard-size N] [--workers K] [--bag-group i/n] [--topic ROLE=TOPIC ...] [--slop S]
-        [--calibration YAML] [--lidar] [--gt-topic TOPIC] [--stride S] [--rgb-format png|jpg]
-        [--force] [--merge-only]
+        [--calibration YAML] [--lidar] [--radar] [--prior SPEC] [--gt-topic TOPIC]
+        [--stride S] [--rgb-format png|jpg] [--force] [--merge-only]
 
 Recordings under the inputs: directories holding a ``metadata.yaml`` (rosbag2, sqlite3 or
 MCAP), ROS 1 ``.bag`` files and ``.mcap`` files. Topics are found by role as every verb of
@@ -19,6 +19,17 @@ path below its input with ``/`` -> ``__``. A sample is flagged ``self_supervised
 frame has no ground truth: training then uses the raw sensor depth as the target on its valid
 pixels. ``--gt-topic`` points the ground truth at another topic, e.g. pseudo-label depth that a
 teacher model recorded into the bag.
+
+``--lidar`` / ``--radar`` store each frame's LiDAR / radar points in the camera's optical frame.
+``--prior SPEC`` stores a prompt-free model's depth of the colour image as the ``prior`` member,
+the prior P_d the MetricAnything teacher aligns its prompt to (PDSA / GMDR): computed once per
+frame here, because running the prior model at every training step is too slow on a CPU, and
+computed exactly as the teacher engine computes it at inference
+(:func:`depth_perception.engines.metric_anything.prior_depth`; SPEC as its ``prior``:
+``lingbot`` = the shipped LingBot-Depth model on colour alone, ``lingbot:<checkpoint>``,
+``ma_student:<checkpoint>``). Each sample's metadata names the prior (``prior``) and its
+model (``prior_model``, with the weights' digest); the trainer refuses samples whose prior is
+not the configured one.
 
 Resumable: a bag is finished when ``DIR/{bag}.done`` exists (a JSON record of its shards,
 written last and atomically); a re-run skips finished bags and redoes the others from scratch
@@ -96,6 +107,9 @@ class ExtractConfig:
     shard_size: int = 256
     read: ReadOptions = field(default_factory=ReadOptions)  # role overrides, slop, calibration
     lidar: bool = False  # also store LiDAR points (camera optical frame) as {key}.lidar.npy
+    radar: bool = False  # also store radar points (camera optical frame) as {key}.radar.npy
+    prior: str | None = None  # store this prior's depth as {key}.prior.npy (module docstring)
+    prior_device: str = "cpu"  # where the prior model runs
     stride: int = 1  # keep every stride-th frame (robot bags at 30 fps are very redundant)
     rgb_format: str = "png"  # "png" (lossless) or "jpg"
     jpeg_quality: int = 95
@@ -192,8 +206,10 @@ def _bag_files(out: Path, bag_id: str) -> list[Path]:
     return [p for p in out.iterdir() if pattern.fullmatch(p.name)]
 
 
-def _lidar_transform(bag: Path, optical: str, lidar_frame: str, cache: dict) -> np.ndarray | None:
-    """4x4 optical_T_lidar from the bag's calibration (None, with one warning, if unknown)."""
+def _lidar_transform(
+    bag: Path, optical: str, lidar_frame: str, cache: dict, what: str = "LiDAR"
+) -> np.ndarray | None:
+    """4x4 optical_T_<sensor> from the bag's calibration (None, with one warning, if unknown)."""
     if (optical, lidar_frame) not in cache:
         cal = bag_calibration(bag)
         try:
@@ -201,9 +217,38 @@ def _lidar_transform(bag: Path, optical: str, lidar_frame: str, cache: dict) -> 
                 raise KeyError("the bag has no calibration.yaml and no /tf_static")
             cache[optical, lidar_frame] = cal.transform(optical, lidar_frame)
         except KeyError as e:
-            log.warning("%s: LiDAR not stored (%s -> %s unknown: %s)", bag, lidar_frame, optical, e)
+            log.warning(
+                "%s: %s not stored (%s -> %s unknown: %s)", bag, what, lidar_frame, optical, e
+            )
             cache[optical, lidar_frame] = None
     return cache[optical, lidar_frame]
+
+
+_PRIORS: dict = {}  # (spec, device) -> the prior engine, built once per process
+
+
+def prior_engine(spec: str, device: str = "cpu"):
+    """The teacher engine's prompt-free prior model named by ``spec`` (cached per process)."""
+    if (spec, device) not in _PRIORS:
+        from depth_perception.engines.metric_anything import build_prior
+
+        _PRIORS[spec, device] = build_prior(spec, device=device)
+    return _PRIORS[spec, device]
+
+
+def compute_prior(frame: RGBDFrame, spec: str, device: str = "cpu") -> tuple[np.ndarray, str]:
+    """(P_d of the frame's colour image, float32 metres NaN = none; the prior's model id),
+    exactly as the teacher engine computes it at inference."""
+    from depth_perception.engines.metric_anything import prior_depth
+
+    engine = prior_engine(spec, device)
+    return prior_depth(engine, frame.rgb, frame.intrinsics), engine.model_id
+
+
+def _cloud_points(frame: RGBDFrame, kind: str, T: np.ndarray) -> np.ndarray:
+    cloud = frame.extra[kind]
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1).astype(np.float32)
+    return transform_points(xyz[np.isfinite(xyz).all(axis=1)], T).astype(np.float32)
 
 
 def frame_to_sample(
@@ -213,22 +258,24 @@ def frame_to_sample(
     cfg: ExtractConfig,
     optical_T_lidar: np.ndarray | None = None,
     roles: dict[str, str] | None = None,
+    optical_T_radar: np.ndarray | None = None,
 ) -> tuple[str, dict[str, bytes]]:
-    """(key, members) of one frame; LiDAR only when ``optical_T_lidar`` is given; ``roles``
-    (role -> topic, as resolved) are recorded in the sample's metadata."""
+    """(key, members) of one frame; LiDAR / radar only when ``optical_T_lidar`` /
+    ``optical_T_radar`` is given; the prior when ``cfg.prior`` names one; ``roles`` (role ->
+    topic, as resolved) are recorded in the sample's metadata."""
     key = f"{bag_id}_{index:07d}"
     t = roles or {}
     gt = None if frame.gt_depth is None else sanitize_depth(frame.gt_depth)
     topics = {"rgb": t.get("rgb"), "depth": t.get("depth"), "camera_info": t.get("rgb_info")}
     if frame.extra.get("registered"):
         topics["depth_registered_by"] = "depth_perception.core.registration.register_depth"
-    lidar = None
+    lidar = radar = prior = None
     if optical_T_lidar is not None and frame.extra.get("lidar") is not None:
-        cloud = frame.extra["lidar"]
-        xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1).astype(np.float32)
-        xyz = transform_points(xyz[np.isfinite(xyz).all(axis=1)], optical_T_lidar)
-        lidar = xyz.astype(np.float32)
+        lidar = _cloud_points(frame, "lidar", optical_T_lidar)
         topics["lidar"] = t.get("lidar")
+    if optical_T_radar is not None and frame.extra.get("radar") is not None:
+        radar = _cloud_points(frame, "radar", optical_T_radar)
+        topics["radar"] = t.get("radar")
     if gt is not None:
         topics["gt_depth"] = t.get("gt_depth")
     meta = {
@@ -240,8 +287,19 @@ def frame_to_sample(
         "topics": topics,
         "self_supervised": gt is None,
     }
+    if cfg.prior:
+        prior, meta["prior_model"] = compute_prior(frame, cfg.prior, cfg.prior_device)
+        meta["prior"] = cfg.prior
     members = encode_sample(
-        frame.rgb, frame.depth, meta, gt, lidar, cfg.rgb_format, cfg.jpeg_quality
+        frame.rgb,
+        frame.depth,
+        meta,
+        gt,
+        lidar,
+        cfg.rgb_format,
+        cfg.jpeg_quality,
+        radar=radar,
+        prior=prior,
     )
     return key, members
 
@@ -284,10 +342,14 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
             bar.update()
             if index % cfg.stride:
                 continue
-            T = None
+            T = T_radar = None
             if cfg.lidar and frame.extra.get("lidar") is not None:
                 T = _lidar_transform(bag, frame.frame_id, frame.extra["lidar_frame_id"], transforms)
-            key, members = frame_to_sample(frame, bag_id, index, cfg, T, roles)
+            if cfg.radar and frame.extra.get("radar") is not None:
+                T_radar = _lidar_transform(
+                    bag, frame.frame_id, frame.extra["radar_frame_id"], transforms, "radar"
+                )
+            key, members = frame_to_sample(frame, bag_id, index, cfg, T, roles, T_radar)
             writer.write(key, members, frame.stamp_ns)
             n += 1
     if n == 0:
@@ -299,6 +361,7 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
         "topics": roles,
         "pairing": stats.summary(),
         "registration": plan.registration,
+        "options": extraction_options(cfg),
         "shards": [json.loads(r.to_json()) for r in writer.records],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -312,6 +375,22 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Many bags
 # ---------------------------------------------------------------------------------------------
+
+
+def extraction_options(cfg: ExtractConfig) -> dict:
+    """What a bag's samples hold besides colour and depth (recorded in its ``.done``)."""
+    return {"lidar": cfg.lidar, "radar": cfg.radar, "prior": cfg.prior}
+
+
+def _outdated(done: Path, cfg: ExtractConfig) -> str | None:
+    """Why a finished bag must be redone for ``cfg`` (radar or prior asked for but not stored,
+    or stored differently), or None. Records without options predate radar and prior."""
+    options = json.loads(done.read_text()).get("options", {})
+    for name in ("radar", "prior"):
+        was = options.get(name, False if name == "radar" else None)
+        if was != getattr(cfg, name):
+            return f"{name} was {was!r}, is {getattr(cfg, name)!r}"
+    return None
 
 
 def build_manifest(out: str | Path) -> Path:
@@ -338,7 +417,10 @@ def extract(
     todo = []
     for path, bag_id in bags:
         done = out / f"{bag_id}{DONE_SUFFIX}"
-        if done.is_file() and not force:
+        why = _outdated(done, cfg) if done.is_file() and not force else None
+        if why:
+            log.info("%s: redone (%s)", bag_id, why)
+        if done.is_file() and not force and not why:
             report.skipped.append(bag_id)
         else:
             done.unlink(missing_ok=True)
@@ -418,6 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--gt-topic", default=None, help="ground-truth / pseudo-label topic")
     parser.add_argument("--lidar", action="store_true", help="store LiDAR points per sample")
+    parser.add_argument("--radar", action="store_true", help="store radar points per sample")
+    parser.add_argument(
+        "--prior",
+        default=None,
+        metavar="SPEC",
+        help="store a prompt-free model's depth per sample (the MetricAnything teacher's prior): "
+        "lingbot, lingbot:<checkpoint> or ma_student:<checkpoint>",
+    )
+    parser.add_argument(
+        "--prior-device", default="cpu", help="where the prior model runs (cpu, cuda, auto)"
+    )
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th frame")
     parser.add_argument("--rgb-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--jpeg-quality", type=int, default=95)
@@ -449,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard_size=args.shard_size,
         read=ReadOptions(topics, int(round(args.slop * 1e9)), calibration),
         lidar=args.lidar,
+        radar=args.radar,
+        prior=args.prior,
+        prior_device=args.prior_device,
         stride=args.stride,
         rgb_format=args.rgb_format,
         jpeg_quality=args.jpeg_quality,

@@ -26,7 +26,7 @@ from training.config import OptimConfig, ScheduleConfig
 
 log = logging.getLogger("training.optim")
 
-REST = "rest"  # the group of parameters no pattern matches
+REST = "rest"  # the default name of the group of parameters no pattern matches
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class GroupSpec:
 
 
 def group_specs(cfg: OptimConfig) -> list[GroupSpec]:
-    """The configured groups, then "rest"; in matching order."""
+    """The configured groups, then the rest (``cfg.rest_name``); in matching order."""
     specs = [
         GroupSpec(
             g.name,
@@ -50,10 +50,12 @@ def group_specs(cfg: OptimConfig) -> list[GroupSpec]:
         )
         for g in cfg.groups
     ]
-    specs.append(GroupSpec(REST, cfg.lr, cfg.warmup_iters, cfg.weight_decay))
+    specs.append(GroupSpec(cfg.rest_name, cfg.lr, cfg.warmup_iters, cfg.weight_decay))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"parameter group names must be unique (and not {REST!r}): {names}")
+        raise ValueError(
+            f"parameter group names must be unique (and not {cfg.rest_name!r}): {names}"
+        )
     return specs
 
 
@@ -61,7 +63,7 @@ def assign_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
 ) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Group name -> its (name, parameter) pairs; the first group with a matching pattern
-    wins, unmatched parameters go to "rest"; frozen parameters are left out."""
+    wins, unmatched parameters go to the rest group; frozen parameters are left out."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {s.name: [] for s in group_specs(cfg)}
     for name, param in named_parameters:
         if not param.requires_grad:
@@ -71,16 +73,24 @@ def assign_groups(
                 groups[g.name].append((name, param))
                 break
         else:
-            groups[REST].append((name, param))
+            groups[cfg.rest_name].append((name, param))
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters in the configured groups. Each group dict
-    carries its ``name`` (kept in the optimizer's state dict); empty groups are dropped."""
+def build_optimizer(
+    model: nn.Module,
+    cfg: OptimConfig,
+    groups: dict[str, list[tuple[str, nn.Parameter]]] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters in the configured groups (``groups``: an
+    assignment already made, e.g. checked by a task; default :func:`assign_groups`). Each
+    group dict carries its ``name`` (kept in the optimizer's state dict); empty groups are
+    dropped."""
     specs = {s.name: s for s in group_specs(cfg)}
+    if groups is None:
+        groups = assign_groups(model.named_parameters(), cfg)
     param_groups = []
-    for name, members in assign_groups(model.named_parameters(), cfg).items():
+    for name, members in groups.items():
         if not members:
             log.warning("parameter group %r matches no trainable parameter", name)
             continue

@@ -7,6 +7,9 @@ sample (the key is a member name up to its first dot, as in WebDataset)::
     {key}.depth.png                 raw sensor depth, 16-bit millimetres, 0 = no measurement
     {key}.gt.npy                    float32 metres, NaN = unknown: ground truth or pseudo-label
     {key}.lidar.npy                 float32 (N, 3) points in the camera optical frame
+    {key}.radar.npy                 float32 (N, 3) radar points in the camera optical frame
+    {key}.prior.npy                 float16 metres, NaN = none: a prompt-free model's depth of
+                                    the colour image (the MetricAnything teacher's prior P_d)
     {key}.json                      metadata: intrinsics, stamp, bag, topics, self_supervised
 
 Next to every ``X.tar`` the writer puts ``X.idx.json``, the byte offset and size of every
@@ -47,6 +50,8 @@ RGB_EXTS = ("rgb.png", "rgb.jpg")
 DEPTH_EXT = "depth.png"
 GT_EXT = "gt.npy"
 LIDAR_EXT = "lidar.npy"
+RADAR_EXT = "radar.npy"
+PRIOR_EXT = "prior.npy"
 META_EXT = "json"
 
 # (key, [(ext, data offset, size), ...]) per sample, in tar order.
@@ -94,8 +99,11 @@ def encode_sample(
     lidar: np.ndarray | None = None,
     rgb_format: str = "png",
     jpeg_quality: int = 95,
+    radar: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
 ) -> dict[str, bytes]:
-    """One sample's members (extension -> bytes). ``depth`` / ``gt`` are float32 metres."""
+    """One sample's members (extension -> bytes). ``depth`` / ``gt`` are float32 metres;
+    ``prior`` (metres) is stored as float16 (it only enters scale-and-shift fits)."""
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     if rgb_format == "png":
         ok, rgb_buf = cv2.imencode(".png", bgr)
@@ -113,6 +121,12 @@ def encode_sample(
         members[GT_EXT] = _npy_bytes(np.asarray(gt, dtype=np.float32))
     if lidar is not None:
         members[LIDAR_EXT] = _npy_bytes(np.asarray(lidar, dtype=np.float32).reshape(-1, 3))
+    if radar is not None:
+        members[RADAR_EXT] = _npy_bytes(np.asarray(radar, dtype=np.float32).reshape(-1, 3))
+    if prior is not None:
+        prior = np.asarray(prior, dtype=np.float32)
+        prior = np.where(np.isfinite(prior) & (prior > 0), prior, np.nan)
+        members[PRIOR_EXT] = _npy_bytes(prior.astype(np.float16))
     # sort_keys: the same sample always serializes to the same bytes.
     members[META_EXT] = json.dumps(meta, sort_keys=True).encode()
     return members
@@ -120,7 +134,7 @@ def encode_sample(
 
 def decode_sample(members: dict[str, bytes]) -> dict:
     """Members -> {rgb (H,W,3) uint8 RGB, depth float32 m NaN holes, gt | None, lidar | None,
-    meta dict, intrinsics}."""
+    radar | None, prior (float32 m, NaN = none) | None, meta dict, intrinsics}."""
     rgb_ext = next((e for e in RGB_EXTS if e in members), None)
     if rgb_ext is None or DEPTH_EXT not in members or META_EXT not in members:
         raise ValueError(f"incomplete sample, members: {sorted(members)}")
@@ -133,11 +147,14 @@ def decode_sample(members: dict[str, bytes]) -> dict:
     def npy(ext: str) -> np.ndarray | None:
         return np.load(io.BytesIO(members[ext]), allow_pickle=False) if ext in members else None
 
+    prior = npy(PRIOR_EXT)
     return {
         "rgb": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
         "depth": depth_from_mm(raw),
         "gt": npy(GT_EXT),
         "lidar": npy(LIDAR_EXT),
+        "radar": npy(RADAR_EXT),
+        "prior": None if prior is None else prior.astype(np.float32),
         "meta": meta,
         "intrinsics": intrinsics_from_meta(meta["intrinsics"]),
     }

@@ -1,22 +1,23 @@
-"""The training loop: one ``Trainer`` for every model config, one CPU process to many GPUs.
+"""The training loop: one ``Trainer`` for every method, one CPU process to many GPUs.
 
-Per iteration (identical code in a single process, under DDP and under FSDP):
+A method is a *task* (:mod:`training.tasks`, chosen by the config's ``task``): it builds the
+network, names its parameter groups, says what each sample carries and how a batch becomes a
+loss, what validation predicts, and how the model is exported. The loop around it is the same
+for every task. Per iteration (identical code in a single process, under DDP and under FSDP):
 
 1. the learning rate of every parameter group is set from the iteration number
    (:class:`training.optim.LRSchedule`);
-2. the model input depth is the raw sensor depth, or with probability ``data.corrupt.p``
-   ``corrupt_depth(target, random level)``;
-3. every sample gets its masked-depth-modeling token mask (``training_token_mask``) from a
-   generator seeded by (seed, epoch, sample key), and the step's token budget is drawn from
-   (seed, iteration). Randomness keyed by the *sample* rather than by a per-rank stream makes
-   a step independent of how the global batch is split over ranks (a 2-GPU run computes what
-   a 1-GPU run with the same global batch computes) and leaves no generator state that a
-   resume could lose;
-4. loss = L1 on valid target pixels + BCE of the confidence head, each normalised by its
-   pixel count over the *global* batch (one all-reduce of four numbers), so DDP's gradient
-   averaging yields exactly the single-process gradient of the global batch;
-5. bf16 autocast on CUDA (fp16 with a grad scaler if asked), gradient clipping at 1.0,
-   AdamW; a step with a non-finite gradient norm is skipped.
+2. the task's :meth:`~training.tasks.base.Task.loss` runs the forward pass on this rank's part
+   of the global batch and returns the loss normalised over the *global* batch (so DDP's
+   gradient averaging yields exactly the single-process gradient of the global batch). Its
+   randomness is keyed by (seed, epoch, sample key) or (seed, iteration), never drawn from a
+   per-rank stream, so a step does not depend on how the global batch is split over ranks and
+   leaves no generator state that a resume could lose (LingBot: corruption, token masks and
+   the token budget, :mod:`training.tasks.lingbot`; the MetricAnything teacher: the prompt,
+   drawn in the DataLoader workers, and the backbone's RoPE jitter, :mod:`training.tasks.
+   ma_teacher`);
+3. bf16 autocast on CUDA (fp16 with a grad scaler if asked), gradient clipping, AdamW; a step
+   with a non-finite gradient norm is skipped.
 
 Every epoch all ranks run ``ShardLoader.steps_left()`` steps (floor(samples / global batch)
 in a whole epoch), so no rank waits in an all-reduce for one that ran out; the samples are
@@ -42,13 +43,11 @@ import random
 import resource
 import shutil
 import time
-import zlib
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -60,27 +59,8 @@ from tqdm import tqdm
 
 from depth_perception.core.metrics import depth_metrics
 from depth_perception.core.visualize import colorize_depth, depth_range
-from depth_perception.models.blocks.vit import Block
-from depth_perception.models.checkpoints import init_encoder_from_dinov2, load_model
-from depth_perception.models.lingbot import (
-    PRESETS,
-    LingBotDepth,
-    depth_l1_loss,
-    patch_valid_counts,
-    training_token_mask,
-    valid_depth,
-)
-from depth_perception.sim.sensors import corrupt_depth
 from training import checkpoint as ckpt
-from training.config import (
-    CorruptConfig,
-    LossConfig,
-    MaskingConfig,
-    ModelConfig,
-    TrainConfig,
-    dump_config,
-    to_dict,
-)
+from training.config import TrainConfig, dump_config, to_dict
 from training.dataset import PARTITION, Collate, ShardDataset, ShardLoader
 from training.distributed import (
     DistInfo,
@@ -100,6 +80,8 @@ from training.lifecycle import (
 )
 from training.optim import LRSchedule, build_optimizer
 from training.shards import read_manifest
+from training.tasks import build_task
+from training.tasks.base import STREAM_PROCESS, sample_seed
 
 log = logging.getLogger("training.trainer")
 
@@ -108,39 +90,11 @@ SAMPLES_FILE = "samples.jsonl"
 CONFIG_FILE = "config.yaml"
 EXPORT_DIR = "export"
 BEST_DIR = "best"
-# Independent random streams derived from (seed, ...): one number per purpose.
-STREAM_CORRUPT, STREAM_MASK, STREAM_TOKENS, STREAM_PROCESS, STREAM_VAL = range(5)
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
-
-
-def sample_seed(seed: int, epoch: int, key: str, stream: int) -> np.random.SeedSequence:
-    """Seed of one sample's draws in one epoch (same on every rank, whatever the partition)."""
-    return np.random.SeedSequence([seed, epoch, zlib.crc32(key.encode()), stream])
-
-
-def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-
-
-def build_model(cfg: ModelConfig) -> LingBotDepth:
-    """Initial weights: a fine-tuning checkpoint, or a fresh preset / model_config; then
-    optionally the DINOv2 encoder weights (the paper starts from DINOv2 ViT-L/14)."""
-    if cfg.init_checkpoint:
-        model = load_model(cfg.init_checkpoint)
-    elif cfg.config is not None:
-        model = LingBotDepth.from_config(cfg.config)
-    else:
-        if cfg.preset not in PRESETS:
-            raise ValueError(f"unknown preset {cfg.preset!r}; known: {sorted(PRESETS)}")
-        model = LingBotDepth.from_config(PRESETS[cfg.preset].model_config())
-    if cfg.init_dinov2:
-        untouched = init_encoder_from_dinov2(model, cfg.init_dinov2)
-        log.info("encoder initialised from %s (kept fresh: %s)", cfg.init_dinov2, untouched)
-    return model
 
 
 def freeze(model: torch.nn.Module, patterns: list[str]) -> list[str]:
@@ -166,90 +120,6 @@ def merged_manifest(paths: list[str], out_dir: Path, label: str) -> Path:
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
     return ckpt.write_text_atomic(text, out_dir / f"{label}-{digest}.jsonl")
-
-
-def corrupt_inputs(batch: dict, seed: int, spec: CorruptConfig) -> torch.Tensor:
-    """The depth the model sees: the raw depth, or with probability ``spec.p`` per sample
-    ``corrupt_depth(target, random level)`` (the evaluation protocol's holes and noise).
-    (B, 1, H, W) metres, 0 = hole; draws keyed by (seed, epoch, sample key)."""
-    if spec.p <= 0:
-        return batch["depth"]
-    out = batch["depth"].clone()
-    for i, key in enumerate(batch["key"]):
-        rng = np.random.default_rng(sample_seed(seed, int(batch["epoch"][i]), key, STREAM_CORRUPT))
-        if rng.random() < spec.p:
-            level = spec.levels[int(rng.integers(len(spec.levels)))]
-            out[i, 0] = _corrupted(batch["target"][i, 0], level, rng)
-    return out
-
-
-def sample_token_masks(
-    depth: torch.Tensor,
-    keys: list[str],
-    epochs: torch.Tensor,
-    grid: tuple[int, int],
-    patch_size: int,
-    seed: int,
-    masking: MaskingConfig,
-) -> torch.Tensor:
-    """(B, rows * cols) masked-depth-modeling masks (True = depth token hidden), each from
-    its sample's own generator. Valid-pixel counts per patch are computed exactly as the
-    encoder does: nearest resize of the input depth to the token grid, then ``valid_depth``."""
-    rows, cols = grid
-    p = patch_size
-    valid = valid_depth(F.interpolate(depth, (rows * p, cols * p), mode="nearest"))
-    counts = patch_valid_counts(valid, p)
-    masks = [
-        training_token_mask(
-            counts[i : i + 1],
-            p * p,
-            torch_generator(sample_seed(seed, int(epochs[i]), key, STREAM_MASK)),
-            mixed_mask_prob=masking.mixed_mask_prob,
-            ratio_range=tuple(masking.ratio_range),
-        )
-        for i, key in enumerate(keys)
-    ]
-    return torch.cat(masks)
-
-
-def lingbot_loss(
-    out: dict[str, torch.Tensor],
-    target: torch.Tensor,
-    valid: torch.Tensor,
-    has_gt: torch.Tensor,
-    cfg: LossConfig,
-    info: DistInfo,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss to back-propagate on this rank, means over the global batch for logging).
-
-    ``depth_weight`` x L1 over valid target pixels (``depth_l1_loss``) + ``mask_weight`` x
-    BCE of ``confidence`` against target validity over the pixels of samples with ground
-    truth (``has_gt``; a self-supervised target's holes are sensor failures, not places to
-    reject). Each term is normalised by its pixel count over all ranks; the factor
-    ``world_size`` undoes the gradient averaging of DDP / FSDP, so the update equals the
-    single-process update on the global batch.
-    """
-    pred = out["depth"].float()
-    target, valid = target[:, 0], valid[:, 0]
-    ok = torch.isfinite(target) & (target > 0) & valid
-    n_depth = ok.sum()
-    depth_sum = depth_l1_loss(pred, target, valid) * n_depth
-    if "confidence" in out and cfg.mask_weight > 0:
-        conf = out["confidence"].float()
-        weight = has_gt[:, None, None].to(conf.dtype).expand_as(conf)
-        bce = F.binary_cross_entropy(conf, ok.to(conf.dtype), reduction="none")
-        mask_sum, n_mask = (bce * weight).sum(), weight.sum()
-    else:
-        mask_sum = n_mask = pred.new_zeros(())
-    stats = torch.stack([t.detach().double() for t in (n_depth, n_mask, depth_sum, mask_sum)])
-    all_reduce_sum(stats, info)
-    n_d, n_m = stats[0].clamp_min(1), stats[1].clamp_min(1)
-    loss = info.world_size * (
-        cfg.depth_weight * depth_sum / n_d.float() + cfg.mask_weight * mask_sum / n_m.float()
-    )
-    depth_mean, mask_mean = float(stats[2] / n_d), float(stats[3] / n_m)
-    total = cfg.depth_weight * depth_mean + cfg.mask_weight * mask_mean
-    return loss, {"loss": total, "loss/depth": depth_mean, "loss/mask": mask_mean}
 
 
 def sample_panel(
@@ -281,7 +151,8 @@ def _memory_gib(device: torch.device) -> float:
 
 
 class Trainer:
-    """Builds model, optimizer, schedule and data from a :class:`TrainConfig` and trains.
+    """Builds the task (``cfg.task``), model, optimizer, schedule and data from a
+    :class:`TrainConfig` and trains.
 
     ``info`` says where this process sits (:func:`training.distributed.init_distributed`);
     without it the trainer runs as one process on ``cfg.device``. ``stop``: the stop requests
@@ -307,26 +178,25 @@ class Trainer:
         self.precision = precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
+        self.task = build_task(cfg)
         # The same initial weights on every rank (DDP broadcasts them anyway; FSDP does not).
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model)
-        self.model_config = model.model_config
-        patterns = list(cfg.model.freeze)
-        if cfg.loss.mask_weight == 0 or model.mask_head is None:
-            patterns.append("mask_head.*")  # untrained: keep it out of DDP's reduction
-        self.frozen = freeze(model, patterns)
-        self.patch_size = model.encoder.patch_size
+        model = self.task.build_model()
+        self.model_config = self.task.model_config(model)
+        self.frozen = freeze(model, self.task.frozen(model))
+        self.task.setup(model)
         model.to(self.device)
         self.net = wrap_model(
             model,
             self.info,
             cfg.dist.strategy,
             bf16_params=self.amp_dtype == torch.bfloat16,
-            shard_modules=(Block,),
+            shard_modules=self.task.shard_modules,
             find_unused_parameters=cfg.dist.find_unused_parameters,
         )
-        self.model = unwrap(self.net)  # the LingBotDepth (sharded in place under FSDP)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.model = unwrap(self.net)  # the task's network (sharded in place under FSDP)
+        groups = self.task.parameter_groups(self.model)
+        self.optimizer = build_optimizer(self.model, cfg.optim, groups)
         self.schedule = LRSchedule(cfg.optim, cfg.schedule, cfg.iterations)
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self._seed_process(cfg.seed)
@@ -372,12 +242,16 @@ class Trainer:
             world_size=self.info.world_size,
             target=cfg.data.target if train else cfg.val.target,
             batch_size=batch_size,
+            **self.task.dataset_options(train),
+        )
+        collate = Collate(
+            size=tuple(size) if size else None, transform=self.task.sample_transform(train)
         )
         return ShardLoader(
             dataset,
             batch_size=batch_size,
             num_workers=cfg.data.num_workers,
-            collate_fn=Collate(size=tuple(size) if size else None),
+            collate_fn=collate,
             pin_memory=self.device.type == "cuda",
         )
 
@@ -385,51 +259,20 @@ class Trainer:
     def global_batch(self) -> int:
         return self.cfg.data.batch_size * self.info.world_size
 
-    def _autocast(self):
+    def autocast(self):
+        """The forward pass's precision context (bf16 / fp16 autocast, or nothing)."""
         return torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=bool(self.amp_dtype)
         )
-
-    # --- per-step randomness ------------------------------------------------------------
-
-    def num_tokens(self, step: int) -> int:
-        """The step's token budget (drawn from (seed, step): the same on every rank)."""
-        spec = self.cfg.model.num_tokens
-        if isinstance(spec, int):
-            return spec
-        lo, hi = spec if spec is not None else self.model.num_tokens_range
-        return int(np.random.default_rng([self.cfg.seed, step, STREAM_TOKENS]).integers(lo, hi + 1))
-
-    def input_depth(self, batch: dict) -> torch.Tensor:
-        return corrupt_inputs(batch, self.cfg.seed, self.cfg.data.corrupt)
 
     # --- one step ------------------------------------------------------------------------
 
     def train_step(self, batch: dict) -> tuple[dict[str, float], dict]:
         """One optimisation step on this rank's part of the global batch. Returns the logged
         scalars and what the image logger needs."""
-        dev = self.device
         lrs = self.schedule.apply(self.optimizer, self.step)
         self.net.train()
-        image = batch["image"].to(dev, non_blocking=True)
-        target = batch["target"].to(dev, non_blocking=True)
-        valid = batch["valid"].to(dev, non_blocking=True)
-        has_gt = (~batch["self_supervised"]).to(dev)
-        depth_in = self.input_depth(batch).to(dev, non_blocking=True)
-        num_tokens = self.num_tokens(self.step)
-        rows, cols = self.model.token_grid(image.shape[-2], image.shape[-1], num_tokens)
-        mask = sample_token_masks(
-            depth_in,
-            batch["key"],
-            batch["epoch"],
-            (rows, cols),
-            self.patch_size,
-            self.cfg.seed,
-            self.cfg.masking,
-        )
-        with self._autocast():
-            out = self.net(image, depth_in, num_tokens, depth_token_mask=mask)
-        loss, scalars = lingbot_loss(out, target, valid, has_gt, self.cfg.loss, self.info)
+        loss, scalars, view = self.task.loss(self, batch)
 
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -452,28 +295,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         scalars["grad_norm"] = grad_norm
-        scalars["num_tokens"] = num_tokens
         scalars.update({f"lr/{k}": v for k, v in lrs.items()})
-        view = {"image": image, "depth": depth_in, "pred": out["depth"].detach(), "target": target}
         return scalars, view
 
     # --- inference and validation -------------------------------------------------------
 
-    @torch.no_grad()
-    def predict(
-        self, image: torch.Tensor, depth: torch.Tensor, num_tokens: int | None = None
-    ) -> torch.Tensor:
-        """Dense depth (B, H, W) float32 as validation computes it: inference token rule,
-        the top of the token range unless ``num_tokens``; no confidence masking."""
-        self.model.eval()
-        num_tokens = num_tokens or self.cfg.val.num_tokens or self.model.num_tokens_range[1]
-        with self._autocast():
-            out = self.model(image.to(self.device), depth.to(self.device), num_tokens)
-        self.model.train()
-        return out["depth"].float()
+    def predict(self, *inputs, **options) -> torch.Tensor:
+        """Dense depth (B, H, W) float32 as validation computes it, from the task's inputs
+        (LingBot: ``image, depth[, num_tokens]``; the teacher: ``image, prompt, fx``)."""
+        return self.task.predict(self, *inputs, **options)
 
     def validate(self) -> dict[str, float]:
-        """Mean per-image AbsRel / RMSE / delta1 (and MAE) over the held-out shards. Every rank
+        """Mean per-image AbsRel / RMSE / delta1 (and MAE) over the held-out shards, of the
+        task's predictions (:meth:`~training.tasks.base.Task.predict_batch`). Every rank
         runs the same number of batches (the shortest rank's, rounded up), which FSDP's
         collective forward needs; a longer rank skips at most one sample."""
         loader = self.val_loader
@@ -487,13 +321,7 @@ class Trainer:
         sums = torch.zeros(5, dtype=torch.float64)
         first = None
         for batch in itertools.islice(loader, n_batches):
-            depth = batch["depth"]
-            if cfg.corrupt_level:
-                depth = depth.clone()
-                for i, key in enumerate(batch["key"]):
-                    rng = np.random.default_rng(sample_seed(self.cfg.seed, 0, key, STREAM_VAL))
-                    depth[i, 0] = _corrupted(batch["target"][i, 0], cfg.corrupt_level, rng)
-            pred = self.predict(batch["image"], depth)
+            pred, depth = self.task.predict_batch(self, batch)
             target = batch["target"][:, 0].numpy()
             pred_np = pred.cpu().numpy()
             for j in range(pred_np.shape[0]):
@@ -526,7 +354,9 @@ class Trainer:
         directory = Path(directory or self.run_dir / EXPORT_DIR)
         state = self.full_model_state()
         if self.info.is_main:
-            ckpt.export_model(self.model_config, state, directory)
+            model = self.task.build_from_config(self.model_config)
+            model.load_state_dict(state, strict=True)
+            ckpt.export_model(model, directory, self.task.save_export)
         barrier(self.info)
         return directory
 
@@ -833,10 +663,3 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def _corrupted(target: torch.Tensor, level: str, rng: np.random.Generator) -> torch.Tensor:
-    """``corrupt_depth`` of a (H, W) target tensor (0 = invalid) -> (H, W), 0 = hole."""
-    t = target.numpy()
-    z = corrupt_depth(np.where(t > 0, t, np.nan).astype(np.float32), level, rng)
-    return torch.from_numpy(np.nan_to_num(z, nan=0.0))
