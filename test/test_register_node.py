@@ -248,8 +248,35 @@ def test_calibration_file_and_camera_info_published_once_before_the_node_started
         assert np.mean(got == depth_to_mm(with_param_pose)) < 0.9
 
 
+def test_the_extrinsic_from_tf_static(tmp_path):
+    """Neither calibration_file nor colour_T_depth: /tf_static, as a driver latches it."""
+    from tf2_msgs.msg import TFMessage
+
+    from depth_perception.ros.tf_static import (
+        TF_STATIC_TOPIC,
+        extrinsics_to_tf_message,
+        tf_static_qos,
+    )
+
+    namespace = f"/register_tf_{id(object()) % 100000}"
+    t, q = POSE[:3], POSE[3:]
+    with running_register_node(namespace, tmp_path / "node.log", {}) as (node, _, driver):
+        driver.publish_infos()
+        driver.publish_depth(_depth_mm(5), "16UC1", STAMP0 + 30)
+        assert driver.status(ERROR, "no transform from") is not None  # nothing on /tf_static yet
+        pub = driver.node.create_publisher(TFMessage, TF_STATIC_TOPIC, tf_static_qos())
+        pub.publish(extrinsics_to_tf_message([Extrinsic(COLOUR_FRAME, DEPTH_FRAME, t, q)], 0))
+        driver.spin_until(lambda: False, 0.5)
+        driver.publish_depth(_depth_mm(5), "16UC1", STAMP0 + 31)
+        out, _ = driver.output(STAMP0 + 31)
+        assert out is not None, (tmp_path / "node.log").read_text()
+        want = register_depth(depth_from_mm(_depth_mm(5)), DEPTH_K, COLOUR_K, T_PARAM)
+        got = np.frombuffer(bytes(out.data), np.uint16).reshape(H, W)
+        np.testing.assert_array_equal(got, depth_to_mm(want))
+        assert node.alive()
+
+
 START_FAILURES = [
-    ({}, "no depth->colour extrinsic"),
     ({"colour_T_depth": [0.01, 0.0, 0.0, 0.0, 0.0, 1.0]}, "colour_T_depth has 6 values"),
     ({"colour_T_depth": [0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]}, "unit length"),
     ({"calibration_file": "/nonexistent/rig.yaml"}, "/nonexistent/rig.yaml"),

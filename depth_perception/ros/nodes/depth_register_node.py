@@ -19,7 +19,9 @@ The depth->colour extrinsic ``colour_T_depth`` (``p_colour = T p_depth``) comes 
   ``colour_frame`` and ``depth_frame`` (parameters; empty: the camera_infos' frame_ids);
 - ``colour_T_depth``: 7 numbers ``[x, y, z, qx, qy, qz, qw]`` (metres, ROS quaternion order),
   what ``tf2_echo <colour_frame> <depth_frame>`` prints.
-(``/tf_static`` is not read: tf2_msgs is not among this package's dependencies.)
+- neither: ``/tf_static`` (tf2's static QoS, into our own static-transform buffer; no tf2_ros),
+  looked up per frame between the camera_infos' frame_ids (or ``depth_frame`` /
+  ``colour_frame``); until the transform arrives frames are dropped with an ERROR.
 
 Images must be rectified (zero distortion). A frame that cannot be registered (encoding, size,
 camera_info, missing extrinsic) is dropped with a throttled error and an ERROR on /diagnostics;
@@ -41,7 +43,12 @@ from sensor_msgs.msg import CameraInfo, Image
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_to_mm, valid_ratio
 from depth_perception.core.registration import register_depth, registration_needed
-from depth_perception.io.calibration import Calibration, load_calibration, quaternion_to_matrix
+from depth_perception.io.calibration import (
+    Calibration,
+    StaticTransforms,
+    load_calibration,
+    quaternion_to_matrix,
+)
 from depth_perception.ros.completion_node import NodeStartupError
 from depth_perception.ros.conversions import (
     CvBridgeError,
@@ -55,6 +62,7 @@ from depth_perception.ros.diagnostics import DiagnosticsReporter
 from depth_perception.ros.dropped_frames import DroppedFrames, FrameRejected, check_image_size
 from depth_perception.ros.qos import qos_by_name, reliable_qos, sensor_data_qos
 from depth_perception.ros.spin import spin_node
+from depth_perception.ros.tf_static import TF_STATIC_TOPIC, TfStaticListener
 
 INPUT_TOPICS = ("depth/image_rect", "depth/camera_info", "rgb/camera_info")
 OUTPUT_TOPICS = ("depth_registered/image_rect", "depth_registered/camera_info")
@@ -96,6 +104,7 @@ class DepthRegisterNode(Node):
         # The extrinsic: a fixed transform, or a calibration file looked up per frame pair.
         self._fixed_T: np.ndarray | None = None
         self._calibration: Calibration | None = None
+        self._static: StaticTransforms | None = None
         self._T_by_frames: dict[tuple[str, str], np.ndarray] = {}
         path = str(p("calibration_file").value)
         try:
@@ -115,12 +124,9 @@ class DepthRegisterNode(Node):
             self._source = f"calibration_file {path}"
             if self._depth_frame and self._colour_frame:
                 self._lookup(self._colour_frame, self._depth_frame, startup=True)
-        else:
-            raise NodeStartupError(
-                "no depth->colour extrinsic: set calibration_file (with depth_frame / "
-                "colour_frame, or the camera_infos' frame_ids) or colour_T_depth "
-                "[x, y, z, qx, qy, qz, qw] (/tf_static is not read: no tf2_msgs)"
-            )
+        else:  # neither: the extrinsic comes from /tf_static, as tf2 users publish it
+            self._static = StaticTransforms(source=TF_STATIC_TOPIC)
+            self._source = TF_STATIC_TOPIC
         try:
             info_qos = qos_by_name(str(p("camera_info_qos").value), int(p("qos_depth").value))
         except ValueError as exc:
@@ -140,6 +146,10 @@ class DepthRegisterNode(Node):
             period_s=float(p("diagnostics_period").value),
         )
         self._dropped = DroppedFrames(self.diagnostics)
+        if self._static is not None:
+            self._tf_listener = TfStaticListener(
+                self, self._static, lambda message: self._reject("extrinsic", message)
+            )
         self.create_subscription(CameraInfo, INPUT_TOPICS[1], self._on_depth_info, info_qos)
         self.create_subscription(CameraInfo, INPUT_TOPICS[2], self._on_colour_info, info_qos)
         self.create_subscription(
@@ -172,6 +182,11 @@ class DepthRegisterNode(Node):
     # -- processing ----------------------------------------------------------------------------
     def _lookup(self, colour_frame: str, depth_frame: str, startup: bool = False) -> np.ndarray:
         key = (colour_frame, depth_frame)
+        if self._static is not None:  # /tf_static: transforms may still arrive, never cached
+            try:
+                return self._static.lookup(colour_frame, depth_frame)
+            except KeyError as exc:
+                raise FrameRejected("extrinsic", str(exc.args[0])) from None
         if key not in self._T_by_frames:
             try:
                 self._T_by_frames[key] = self._calibration.transform(colour_frame, depth_frame)
