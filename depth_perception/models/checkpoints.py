@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -174,37 +174,58 @@ def save_official_checkpoint(model: LingBotDepth, path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(model: LingBotDepth, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``directory``; returns it."""
+def _save_safetensors_dir(
+    model: torch.nn.Module, directory: str | Path, format_name: str, format_version: int
+) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (``format``, ``format_version``,
+    ``model_config``) into ``directory``; returns it. Shared with MetricAnything's format."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": format_name})
     config = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format": format_name,
+        "format_version": format_version,
         "model_config": model.model_config,
     }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LingBotDepth:
-    """Our checkpoint: its directory, or its ``model.safetensors`` / ``config.json``."""
+def _load_safetensors_dir(
+    path: str | Path,
+    format_name: str,
+    format_version: int,
+    build: Callable[[Mapping, Path], torch.nn.Module],
+    device: str = "cpu",
+) -> torch.nn.Module:
+    """Read a directory written by :func:`_save_safetensors_dir` (or its ``model.safetensors``
+    / ``config.json``): check the format, ``build(model_config, config_path)``, load strictly
+    with the weights read onto ``device``. Shared with MetricAnything's format."""
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     config = _read_json(config_path)
-    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise CheckpointReadError(f"{config_path}: not a {FORMAT_NAME} checkpoint config")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(config, dict) or config.get("format") != format_name:
+        raise CheckpointReadError(f"{config_path}: not a {format_name} checkpoint config")
+    if int(config.get("format_version", 0)) > format_version:
         raise CheckpointReadError(
             f"{config_path}: format version {config['format_version']} is newer than "
-            f"{FORMAT_VERSION}"
+            f"{format_version}"
         )
-    model = _build(config.get("model_config", {}), config_path)
-    _load_strict(model, _read_safetensors(weights_path, str(device)), weights_path)
+    model = build(config.get("model_config", {}), config_path)
+    _load_strict(model, _read_safetensors(weights_path, device), weights_path)
     return model
+
+
+def save_checkpoint(model: LingBotDepth, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``directory``; returns it."""
+    return _save_safetensors_dir(model, directory, FORMAT_NAME, FORMAT_VERSION)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LingBotDepth:
+    """Our checkpoint: its directory, or its ``model.safetensors`` / ``config.json``."""
+    return _load_safetensors_dir(path, FORMAT_NAME, FORMAT_VERSION, _build, str(device))
 
 
 def load_model(path_or_preset: str | Path) -> LingBotDepth:

@@ -17,22 +17,19 @@ rescale on every call (an augmentation), so a model left in training mode is not
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from depth_perception.models.checkpoints import (
     CONFIG_FILE,
-    WEIGHTS_FILE,
     CheckpointMismatchError,
     CheckpointReadError,
+    _load_safetensors_dir,
     _load_strict,
-    _read_json,
-    _read_safetensors,
     _read_torch,
+    _save_safetensors_dir,
 )
 from depth_perception.models.metric_anything.config import MetricAnythingConfig
 from depth_perception.models.metric_anything.model import MetricAnythingDepth
@@ -57,34 +54,12 @@ def _build(config: Mapping | MetricAnythingConfig, source: Path) -> MetricAnythi
 
 def save_checkpoint(model: MetricAnythingDepth, directory: str | Path) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``directory``; returns it."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
-    config = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model_config": model.model_config,
-    }
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return directory
+    return _save_safetensors_dir(model, directory, FORMAT_NAME, FORMAT_VERSION)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> MetricAnythingDepth:
     """Our checkpoint: its directory, or its ``model.safetensors`` / ``config.json``."""
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    config = _read_json(config_path)
-    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise CheckpointReadError(f"{config_path}: not a {FORMAT_NAME} checkpoint config")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointReadError(
-            f"{config_path}: format version {config['format_version']} is newer than "
-            f"{FORMAT_VERSION}"
-        )
-    model = _build(config.get("model_config", {}), config_path)
-    _load_strict(model, _read_safetensors(weights_path, "cpu"), weights_path)
+    model = _load_safetensors_dir(path, FORMAT_NAME, FORMAT_VERSION, _build, "cpu")
     return model.to(device).eval()
 
 
