@@ -34,3 +34,13 @@ def node(ros_context, request):
     n = Node(f"{request.module.__name__}_{uuid.uuid4().hex[:8]}", context=ros_context)
     yield n
     n.destroy_node()
+
+
+@pytest.fixture
+def one_thread():
+    """A node and the offline engine both on one torch thread: bit-identical arithmetic."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)

@@ -1,5 +1,6 @@
-"""Shared pieces of the node tests: a small synthetic frame, a subscriber to every output and a
-node process run with them."""
+"""Shared pieces of the node tests: a small synthetic frame, a recorded bag read back, a
+subscriber to every output and a node process run with them, what a node says on /diagnostics,
+and a node that must stop with one line."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from depth_perception_msgs.msg import CompletionStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import depth_from_mm, depth_to_mm
 from depth_perception.io.frames import RGBDFrame
+from depth_perception.ros.conversions import (
+    depth_image_to_metres,
+    intrinsics_to_camera_info,
+    ns_to_stamp,
+    numpy_to_image,
+)
 from depth_perception.ros.qos import reliable_qos
 
 #: A completion node's outputs (topic -> type), each collected by a default Collector.
@@ -112,6 +120,13 @@ class Collector:
         rclpy.shutdown(context=self.context)
 
 
+def assert_depths(results, expected, log) -> None:
+    """Every result has a depth, exactly the expected one (the node's log if one is missing)."""
+    for res, exp in zip(results, expected, strict=True):
+        assert res.depth is not None, log.read_text()
+        np.testing.assert_array_equal(res.depth, exp)
+
+
 def by_stamp(msgs, stamp_ns):
     """The message of ``msgs`` whose header stamp is ``stamp_ns`` (None if absent)."""
     for m in msgs:
@@ -168,3 +183,77 @@ def running_node(
         collector.close()
         code = node.stop()
     assert code == 0, log.read_text()  # SIGINT -> clean shutdown
+
+
+def recorded_frames(path, cfg, lidar: bool = False) -> list:
+    """A simulated bag written to ``path`` from ``cfg``, read back as eval-bag reads it (with
+    ``lidar``: each frame must carry its scans, and the bag's calibration)."""
+    from depth_perception.eval.evaluate import chain_bags
+    from depth_perception.io.bag import write_sim_bag
+
+    write_sim_bag(path, cfg, progress=False)
+    out = list(chain_bags([path]))
+    if lidar:
+        assert all(f.extra.get("lidar") is not None for f in out)
+    return out
+
+
+def statuses(collector, name, level=None):
+    """The diagnostic statuses ``collector`` got from the node ``name`` (at ``level`` if given)."""
+    return [
+        s
+        for arr in collector.msgs["/diagnostics"]
+        for s in arr.status
+        if name in s.name and (level is None or s.level == level)
+    ]
+
+
+def status_value(status, key):
+    """The value under ``key`` in a diagnostic status (None if absent)."""
+    return next((kv.value for kv in status.values if kv.key == key), None)
+
+
+def publish_images(client, frame, stamp_ns):
+    """Publish ``frame``'s colour and camera_info (no depth) at ``stamp_ns``."""
+    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame.frame_id)
+    client.publish_messages(
+        numpy_to_image(frame.rgb, "rgb8", header),
+        None,
+        intrinsics_to_camera_info(frame.intrinsics, header),
+    )
+
+
+def wait_output(collector, stamp_ns, timeout=15.0):
+    """The completed depth (metres) published for ``stamp_ns``; fails if none comes."""
+    assert collector.spin_until(
+        lambda: by_stamp(collector.msgs["depth_completed/image"], stamp_ns) is not None, timeout
+    ), f"no output for stamp {stamp_ns}"
+    return depth_image_to_metres(by_stamp(collector.msgs["depth_completed/image"], stamp_ns))
+
+
+def ma_node_parameters(pipeline, num_threads: int, **extra) -> dict:
+    """A MetricAnything pipeline's node parameters, on the CPU with ``num_threads`` threads and
+    an unbounded ``max_depth`` (a random network's depth is not bounded by the scene)."""
+    return {
+        **pipeline.node_parameters,
+        "device": "cpu",
+        "num_threads": num_threads,
+        "max_depth": 1000.0,
+        **extra,
+    }
+
+
+def failed_node_log(executable: str, namespace: str, parameters: dict, log, timeout: float):
+    """Run a node whose parameters cannot work: it must exit with code 1 within ``timeout``
+    and no traceback; returns its log."""
+    from depth_perception.ros.launcher import NodeProcess
+
+    node = NodeProcess(executable, namespace=namespace, parameters=parameters, log_path=log).start()
+    try:
+        node.process.wait(timeout=timeout)
+    finally:
+        node.stop()
+    text = log.read_text()
+    assert node.process.returncode == 1, text
+    assert "Traceback" not in text
+    return text

@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import by_stamp, running_node
+from node_harness import assert_depths, by_stamp, ma_node_parameters, recorded_frames, running_node
 from tiny_metric_anything import save_tiny_student
 
 from depth_perception.engines.metric_anything import (
@@ -20,9 +19,8 @@ from depth_perception.engines.metric_anything import (
     MetricAnythingStudentEngine,
     default_student_path,
 )
-from depth_perception.eval.evaluate import chain_bags, pipeline_frames, run_offline
+from depth_perception.eval.evaluate import pipeline_frames, run_offline
 from depth_perception.eval.pipelines import get_pipeline
-from depth_perception.io.bag import write_sim_bag
 from depth_perception.models.checkpoints import weights_digest
 from depth_perception.paths import config_file
 from depth_perception.ros.conversions import pointcloud2_to_array
@@ -35,23 +33,13 @@ NAME = "monocular_depth_node"
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     """A small recorded tabletop bag, read back as eval-bag reads it."""
-    path = tmp_path_factory.mktemp("bags") / "tabletop"
     cfg = SequenceConfig(scene_kind="tabletop", seed=5, n_frames=3, fps=10.0, width=80, height=60)
-    write_sim_bag(path, cfg, progress=False)
-    return list(chain_bags([path]))
+    return recorded_frames(tmp_path_factory.mktemp("bags") / "tabletop", cfg)
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     return save_tiny_student(tmp_path_factory.mktemp("ma") / "student")
-
-
-@pytest.fixture
-def one_thread():
-    """Node and offline engine both on one torch thread: bit-identical arithmetic."""
-    before = torch.get_num_threads()
-    yield 1
-    torch.set_num_threads(before)
 
 
 def _query(client, stamp_ns, pixels, timeout=10.0):
@@ -82,13 +70,7 @@ def test_colour_only_over_dds_equals_the_offline_student(frames, student, one_th
     expected = [run_offline(engine, inputs).depth for _, inputs in fed]
     assert all(np.isfinite(e).all() for e in expected)
     log = tmp_path / "node.log"
-    params = {
-        **pipeline.node_parameters,
-        "device": "cpu",
-        "num_threads": one_thread,
-        "max_depth": 1000.0,  # a random network's depth is not bounded by the scene
-        "diagnostics_period": 0.2,
-    }
+    params = ma_node_parameters(pipeline, one_thread, diagnostics_period=0.2)
     with running_node(NAME, "monocular_depth.yaml", "/mono", log, params, roles=pipeline.roles) as (
         node,
         client,
@@ -100,9 +82,7 @@ def test_colour_only_over_dds_equals_the_offline_student(frames, student, one_th
         for topic in ("depth_registered/image_rect", "lidar/points", "radar/points"):
             assert graph.count_subscribers(f"/mono/{topic}") == 0, topic
         results = list(client.run(frames, timeout_s=60.0))
-        for res, exp in zip(results, expected, strict=True):
-            assert res.depth is not None, log.read_text()
-            np.testing.assert_array_equal(res.depth, exp)
+        assert_depths(results, expected, log)
         status = results[-1].status
         assert status.model_id == engine.model_id
         assert status.input_valid_ratio == 0.0  # no metric input: colour alone
@@ -194,19 +174,12 @@ def test_the_student_as_the_teachers_prior_over_dds(frames, student, one_thread,
     fed = list(pipeline_frames(pipeline, frames))
     expected = [run_offline(engine, inputs).depth for _, inputs in fed]
     log = tmp_path / "node.log"
-    params = {
-        **pipeline.node_parameters,
-        "device": "cpu",
-        "num_threads": one_thread,
-        "max_depth": 1000.0,
-    }
+    params = ma_node_parameters(pipeline, one_thread)
     with running_node(
         "prompted_depth_node", "prompted_depth.yaml", "/ma_sp", log, params, roles=pipeline.roles
     ) as (_, client, _collector):
         results = list(client.run(frames, timeout_s=60.0))
-    for res, exp in zip(results, expected, strict=True):
-        assert res.depth is not None, log.read_text()
-        np.testing.assert_array_equal(res.depth, exp)
+    assert_depths(results, expected, log)
     assert results[-1].status.model_id == engine.model_id
     prior_id = f"+prior:metric-anything-student/student@{weights_digest(student)}"
     assert results[-1].status.model_id.endswith(prior_id)

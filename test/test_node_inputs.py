@@ -11,7 +11,19 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import H, W, by_stamp, make_frame, running_node
+from node_harness import (
+    H,
+    W,
+    assert_depths,
+    failed_node_log,
+    make_frame,
+    publish_images,
+    recorded_frames,
+    running_node,
+    status_value,
+    statuses,
+    wait_output,
+)
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
@@ -25,71 +37,34 @@ from depth_perception.engines.base import (
 )
 from depth_perception.eval.evaluate import (
     FrameInputsBuilder,
-    chain_bags,
     pipeline_frames,
     run_offline,
 )
 from depth_perception.eval.pipelines import get_pipeline
-from depth_perception.io.bag import write_sim_bag
 from depth_perception.io.calibration import save_calibration
 from depth_perception.ros.conversions import (
     array_to_pointcloud2,
-    depth_image_to_metres,
-    intrinsics_to_camera_info,
     ns_to_stamp,
-    numpy_to_image,
 )
-from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.nodes.depth_fill_node import DepthFillNode
 from depth_perception.ros.replay import ReplayClient
 from depth_perception.sim.sequence import SequenceConfig
+
+NODE = "depth_fill_node"
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     """A recorded bag (colour, depth, camera_info, LiDAR, radar, /tf_static, calibration.yaml),
     read back as eval-bag reads it: each frame carries its scans and the bag's calibration."""
-    path = tmp_path_factory.mktemp("bags") / "lidar_radar"
     cfg = SequenceConfig(
         scene_kind="tabletop", seed=5, n_frames=4, fps=10.0, width=96, height=72, radar=True
     )
-    write_sim_bag(path, cfg, progress=False)
-    out = list(chain_bags([path]))
-    assert all(f.extra.get("lidar") is not None for f in out)
-    return out
+    return recorded_frames(tmp_path_factory.mktemp("bags") / "lidar_radar", cfg, lidar=True)
 
 
 def _without_calibration(frame):
     return replace(frame, extra={k: v for k, v in frame.extra.items() if k != "calibration"})
-
-
-def _statuses(collector, level=None):
-    return [
-        s
-        for arr in collector.msgs["/diagnostics"]
-        for s in arr.status
-        if "depth_fill_node" in s.name and (level is None or s.level == level)
-    ]
-
-
-def _value(status, key):
-    return next((kv.value for kv in status.values if kv.key == key), None)
-
-
-def _publish_images(client, frame, stamp_ns):
-    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame.frame_id)
-    client.publish_messages(
-        numpy_to_image(frame.rgb, "rgb8", header),
-        None,
-        intrinsics_to_camera_info(frame.intrinsics, header),
-    )
-
-
-def _wait_output(collector, stamp_ns, timeout=15.0):
-    assert collector.spin_until(
-        lambda: by_stamp(collector.msgs["depth_completed/image"], stamp_ns) is not None, timeout
-    ), f"no output for stamp {stamp_ns}"
-    return depth_image_to_metres(by_stamp(collector.msgs["depth_completed/image"], stamp_ns))
 
 
 def test_lidar_prompt_from_tf_static_equals_offline_and_stale_scans_never_block(frames, tmp_path):
@@ -113,16 +88,14 @@ def test_lidar_prompt_from_tf_static_equals_offline_and_stale_scans_never_block(
         early = _without_calibration(replace(frames[0], stamp_ns=frames[0].stamp_ns - 10**9))
         (result,) = client.run([early], timeout_s=10.0)
         assert result.depth is not None and np.isnan(result.depth).all()
-        assert collector.spin_until(lambda: _statuses(collector, DiagnosticStatus.ERROR))
-        error = _statuses(collector, DiagnosticStatus.ERROR)[0]
+        assert collector.spin_until(lambda: statuses(collector, NODE, DiagnosticStatus.ERROR))
+        error = statuses(collector, NODE, DiagnosticStatus.ERROR)[0]
         assert "no transform from 'lidar_link'" in error.message, error.message
         assert "frames known: none yet" in error.message
 
         # The bag's frames: scans + /tf_static from the recording -> exactly the offline engine.
         results = list(client.run(frames, timeout_s=20.0))
-        for res, exp in zip(results, expected, strict=True):
-            assert res.depth is not None, log.read_text()
-            np.testing.assert_array_equal(res.depth, exp)
+        assert_depths(results, expected, log)
         status = results[-1].status
         assert status.model_id == "classical/jbu"
         assert 0 < status.input_valid_ratio < 0.5  # the prompt is the sparse input
@@ -132,16 +105,18 @@ def test_lidar_prompt_from_tf_static_equals_offline_and_stale_scans_never_block(
         last = frames[-1]
         late = last.stamp_ns + 2 * 10**9
         t0 = time.monotonic()
-        _publish_images(client, last, late)
-        out = _wait_output(collector, late)
+        publish_images(client, last, late)
+        out = wait_output(collector, late)
         assert time.monotonic() - t0 < 5.0
         assert np.isnan(out).all()
         assert collector.spin_until(
             lambda: any(
-                _value(s, "frames_without_prompt") == "2" for s in _statuses(collector)
+                status_value(s, "frames_without_prompt") == "2" for s in statuses(collector, NODE)
             )  # the early frame and this one
         )
-        warn = next(s for s in _statuses(collector) if _value(s, "frames_without_prompt") == "2")
+        warn = next(
+            s for s in statuses(collector, NODE) if status_value(s, "frames_without_prompt") == "2"
+        )
         assert warn.level == DiagnosticStatus.WARN
         assert "newest scan is 2.000 s older than the frame" in warn.message, warn.message
 
@@ -149,8 +124,10 @@ def test_lidar_prompt_from_tf_static_equals_offline_and_stale_scans_never_block(
         again = replace(frames[1], stamp_ns=late + 10**8)
         (res,) = client.run([again], timeout_s=10.0)
         np.testing.assert_array_equal(res.depth, expected[1])
-        ok = [s for s in _statuses(collector) if _value(s, "lidar_points_used") is not None]
-        assert int(_value(ok[-1], "lidar_discarded_behind")) > 0  # a 360° scan, half behind
+        ok = [
+            s for s in statuses(collector, NODE) if status_value(s, "lidar_points_used") is not None
+        ]
+        assert int(status_value(ok[-1], "lidar_discarded_behind")) > 0  # a 360° scan, half behind
         assert node.alive()
 
 
@@ -197,16 +174,16 @@ def test_lidar_and_radar_with_a_calibration_file_and_malformed_clouds(frames, tm
             header = Header(stamp=ns_to_stamp(t), frame_id=frame_id)
             client.publish_cloud("lidar", array_to_pointcloud2(cloud, header))
             client.spin_for(0.05)
-            _publish_images(client, frame, t)
-            out = _wait_output(collector, t)
+            publish_images(client, frame, t)
+            out = wait_output(collector, t)
             assert np.isnan(out).all(), name  # no usable source: "no depth", not a crash
             assert collector.spin_until(
                 lambda text=text: any(
-                    text in s.message for s in _statuses(collector, DiagnosticStatus.ERROR)
+                    text in s.message for s in statuses(collector, NODE, DiagnosticStatus.ERROR)
                 )
-            ), (name, [s.message for s in _statuses(collector)])
+            ), (name, [s.message for s in statuses(collector, NODE)])
             assert node.alive(), log.read_text()
-        error = next(s for s in _statuses(collector) if "velodyne" in s.message)
+        error = next(s for s in statuses(collector, NODE) if "velodyne" in s.message)
         assert "lidar prompt (/prompt_cal/lidar/points)" in error.message
         assert "calibration_file" in error.message
         # Still serving: a good frame afterwards equals the offline engine.
@@ -231,17 +208,7 @@ def test_lidar_and_radar_with_a_calibration_file_and_malformed_clouds(frames, tm
     ],
 )
 def test_prompt_parameters_that_cannot_work_stop_the_node_with_one_line(params, text, tmp_path):
-    log = tmp_path / "node.log"
-    node = NodeProcess(
-        "depth_fill_node", namespace="/bad_prompt", parameters=params, log_path=log
-    ).start()
-    try:
-        node.process.wait(timeout=30)
-    finally:
-        node.stop()
-    assert node.process.returncode == 1, log.read_text()
-    assert text in log.read_text()
-    assert "Traceback" not in log.read_text()
+    assert text in failed_node_log(NODE, "/bad_prompt", params, tmp_path / "node.log", 30)
 
 
 class _PromptRecorder(Engine):

@@ -9,9 +9,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from diagnostic_msgs.msg import DiagnosticStatus
-from node_harness import by_stamp, running_node
+from node_harness import (
+    assert_depths,
+    failed_node_log,
+    ma_node_parameters,
+    publish_images,
+    recorded_frames,
+    running_node,
+    status_value,
+    statuses,
+    wait_output,
+)
 from std_msgs.msg import Header
 from tiny_metric_anything import save_tiny_teacher
 
@@ -19,15 +28,11 @@ from depth_perception.engines.metric_anything import (
     MetricAnythingTeacherConfig,
     MetricAnythingTeacherEngine,
 )
-from depth_perception.eval.evaluate import chain_bags, pipeline_frames, run_offline
+from depth_perception.eval.evaluate import pipeline_frames, run_offline
 from depth_perception.eval.pipelines import get_pipeline
-from depth_perception.io.bag import write_sim_bag
 from depth_perception.ros.conversions import (
     array_to_pointcloud2,
-    depth_image_to_metres,
-    intrinsics_to_camera_info,
     ns_to_stamp,
-    numpy_to_image,
 )
 from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.replay import ReplayClient
@@ -38,56 +43,15 @@ from depth_perception.sim.sequence import SequenceConfig
 def frames(tmp_path_factory):
     """A recorded street bag (colour, depth, camera_info, LiDAR, radar, /tf_static) read back
     as eval-bag reads it: each frame carries its scans and the bag's calibration."""
-    path = tmp_path_factory.mktemp("bags") / "street"
     cfg = SequenceConfig(
         scene_kind="street", seed=2, n_frames=3, fps=10.0, width=96, height=72, radar=True
     )
-    write_sim_bag(path, cfg, progress=False)
-    out = list(chain_bags([path]))
-    assert all(f.extra.get("lidar") is not None for f in out)
-    return out
+    return recorded_frames(tmp_path_factory.mktemp("bags") / "street", cfg, lidar=True)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     return save_tiny_teacher(tmp_path_factory.mktemp("ma") / "teacher", prompt_std=1.0)
-
-
-@pytest.fixture
-def one_thread():
-    """Node and offline engine both on one torch thread: bit-identical arithmetic."""
-    before = torch.get_num_threads()
-    yield 1
-    torch.set_num_threads(before)
-
-
-def _statuses(collector, name, level=None):
-    return [
-        s
-        for arr in collector.msgs["/diagnostics"]
-        for s in arr.status
-        if name in s.name and (level is None or s.level == level)
-    ]
-
-
-def _value(status, key):
-    return next((kv.value for kv in status.values if kv.key == key), None)
-
-
-def _publish_images(client, frame, stamp_ns):
-    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame.frame_id)
-    client.publish_messages(
-        numpy_to_image(frame.rgb, "rgb8", header),
-        None,
-        intrinsics_to_camera_info(frame.intrinsics, header),
-    )
-
-
-def _wait_output(collector, stamp_ns, timeout=20.0):
-    assert collector.spin_until(
-        lambda: by_stamp(collector.msgs["depth_completed/image"], stamp_ns) is not None, timeout
-    ), f"no output for stamp {stamp_ns}"
-    return depth_image_to_metres(by_stamp(collector.msgs["depth_completed/image"], stamp_ns))
 
 
 def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_thread, tmp_path):
@@ -101,13 +65,7 @@ def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_t
     expected = [run_offline(engine, inputs).depth for _, inputs in fed]
     assert all(np.isfinite(e).all() for e in expected)
     log = tmp_path / "node.log"
-    params = {
-        **pipeline.node_parameters,
-        "device": "cpu",
-        "num_threads": one_thread,
-        "max_depth": 1000.0,  # a random network's depth is not bounded by the scene
-        "diagnostics_period": 0.2,
-    }
+    params = ma_node_parameters(pipeline, one_thread, diagnostics_period=0.2)
     name = "prompted_depth_node"
     with running_node(
         name, "prompted_depth.yaml", "/ma_lidar", log, params, roles=pipeline.roles
@@ -117,9 +75,7 @@ def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_t
         assert graph.count_subscribers("/ma_lidar/lidar/points") == 1
         assert graph.count_subscribers("/ma_lidar/radar/points") == 0
         results = list(client.run(frames, timeout_s=60.0))
-        for res, exp in zip(results, expected, strict=True):
-            assert res.depth is not None, log.read_text()
-            np.testing.assert_array_equal(res.depth, exp)
+        assert_depths(results, expected, log)
         status = results[-1].status
         assert status.model_id == engine.model_id
         assert "lingbot-depth" in status.model_id  # the default prior
@@ -130,14 +86,16 @@ def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_t
         last = frames[-1]
         late = last.stamp_ns + 2 * 10**9
         t0 = time.monotonic()
-        _publish_images(client, last, late)
-        out = _wait_output(collector, late)
+        publish_images(client, last, late)
+        out = wait_output(collector, late, timeout=20.0)
         assert time.monotonic() - t0 < 10.0
         assert np.isnan(out).all()
 
         def counted():
             return [
-                s for s in _statuses(collector, name) if _value(s, "frames_without_prompt") == "1"
+                s
+                for s in statuses(collector, name)
+                if status_value(s, "frames_without_prompt") == "1"
             ]
 
         assert collector.spin_until(lambda: bool(counted()))
@@ -152,13 +110,13 @@ def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_t
         header = Header(stamp=ns_to_stamp(t_bad), frame_id=frames[0].extra["lidar_frame_id"])
         client.publish_cloud("lidar", array_to_pointcloud2(bad, header))
         client.spin_for(0.05)
-        _publish_images(client, frames[0], t_bad)
-        assert np.isnan(_wait_output(collector, t_bad)).all()
+        publish_images(client, frames[0], t_bad)
+        assert np.isnan(wait_output(collector, t_bad, timeout=20.0)).all()
         assert collector.spin_until(
             lambda: any(
-                "have NaN" in s.message for s in _statuses(collector, name, DiagnosticStatus.ERROR)
+                "have NaN" in s.message for s in statuses(collector, name, DiagnosticStatus.ERROR)
             )
-        ), [s.message for s in _statuses(collector, name)]
+        ), [s.message for s in statuses(collector, name)]
         assert node.alive(), log.read_text()
         again = replace(frames[1], stamp_ns=t_bad + 10**8)
         (res,) = client.run([again], timeout_s=30.0)
@@ -196,24 +154,15 @@ def test_a_synthetic_prompt_reaches_the_node_as_offline(frames, tmp_path):
     with node, client:
         assert client.wait_for_node(30.0), log.read_text()
         results = list(client.run([frame for frame, _ in fed], timeout_s=20.0))
-    for res, exp in zip(results, expected, strict=True):
-        assert res.depth is not None, log.read_text()
-        np.testing.assert_array_equal(res.depth, exp)
+    assert_depths(results, expected, log)
 
 
 def test_a_missing_checkpoint_stops_the_node_with_one_line(tmp_path):
-    log = tmp_path / "node.log"
-    node = NodeProcess(
+    text = failed_node_log(
         "prompted_depth_node",
-        namespace="/ma_bad",
-        parameters={"checkpoint": "/nope/ma_teacher", "device": "cpu"},
-        log_path=log,
-    ).start()
-    try:
-        node.process.wait(timeout=60)
-    finally:
-        node.stop()
-    text = log.read_text()
-    assert node.process.returncode == 1, text
+        "/ma_bad",
+        {"checkpoint": "/nope/ma_teacher", "device": "cpu"},
+        tmp_path / "node.log",
+        60,
+    )
     assert "MetricAnything teacher checkpoint /nope/ma_teacher does not exist" in text
-    assert "Traceback" not in text
