@@ -21,6 +21,7 @@ RGB-D completion engines (classical hole fills, LingBot-Depth) subclass
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -115,15 +116,15 @@ def missing_frame_inputs(inputs: EngineInputs, frame: FrameInputs) -> list[str]:
     return [name for name in inputs.names() if not given[name]]
 
 
-class Engine:
+class Engine(ABC):
     """Base of every engine: ``model_id``, the declared ``inputs`` and ``run``."""
 
     model_id: str = "engine"
     inputs: EngineInputs = RGBD_INPUTS
 
+    @abstractmethod
     def run(self, frame: FrameInputs) -> CompletionResult:
         """Depth (and confidence) for one frame; ``frame`` holds what ``inputs`` declares."""
-        raise NotImplementedError(f"{type(self).__name__} must implement run()")
 
 
 class CompletionEngine(Engine):
@@ -135,8 +136,8 @@ class CompletionEngine(Engine):
     def run(self, frame: FrameInputs) -> CompletionResult:
         return self.complete(frame.rgb, frame.depth, frame.intrinsics)
 
+    @abstractmethod
     def complete(
         self, rgb: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics
     ) -> CompletionResult:
         """rgb: (H, W, 3) uint8 RGB; depth: (H, W) float32 metres with NaN holes."""
-        raise NotImplementedError(f"{type(self).__name__} must implement complete()")

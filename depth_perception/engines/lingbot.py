@@ -19,6 +19,7 @@ import torch
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.fusion import FUSION_MODES, fuse_measured, fused_confidence
 from depth_perception.engines.base import CompletionEngine, CompletionResult
+from depth_perception.engines.device import resolve_device, use_bf16
 from depth_perception.models.checkpoints import load_model, weights_digest
 from depth_perception.models.lingbot import PRESETS
 
@@ -49,15 +50,6 @@ class LingBotEngineConfig:
             )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 class LingBotEngine(CompletionEngine):
     """Completes holey sensor depth with a LingBot-Depth model."""
 
@@ -75,8 +67,7 @@ class LingBotEngine(CompletionEngine):
             self.model_id += f"+{cfg.fuse_measured}"
         lo, hi = self.model.num_tokens_range
         self.num_tokens = int(min(max(cfg.num_tokens, lo), hi))
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.autocast_dtype = torch.bfloat16 if use_bf16(cfg.precision, self.device) else None
         self._forward = torch.compile(self.model) if cfg.compile else self.model
 
     def _to_tensors(self, rgb: np.ndarray, depth: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,6 +59,7 @@ from depth_perception.engines.base import (
     EngineInputs,
     FrameInputs,
 )
+from depth_perception.engines.device import resolve_device, use_bf16
 from depth_perception.models.checkpoints import (
     CONFIG_FILE,
     CheckpointMismatchError,
@@ -96,29 +97,11 @@ OFFICIAL_STUDENT_REPO = "yjh001/metricanything_student_depthmap"
 #: The space of the two depth channels of the teacher's prompt input (the network converts
 #: metric disparity to its canonical units with f_px itself).
 PROMPT_SPACE = "disparity"
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def default_teacher_path() -> Path:
     """The MetricAnything teacher shipped with the package (trained by training/)."""
     return share_dir() / "models" / DEFAULT_TEACHER
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16" and device.type != "cuda":
-        raise ValueError("precision bf16 needs a CUDA device (fp32 on the CPU)")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def _set_threads(num_threads: int) -> None:
@@ -290,7 +273,7 @@ class MetricAnythingStudentEngine(Engine):
         self.cfg = cfg
         _set_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
-        self.use_bf16 = _use_bf16(cfg.precision, self.device)
+        self.use_bf16 = use_bf16(cfg.precision, self.device)
         checkpoint = cfg.checkpoint or str(default_student_path())
         if not cfg.checkpoint and not Path(checkpoint).exists():
             raise FileNotFoundError(
@@ -474,7 +457,7 @@ class MetricAnythingTeacherEngine(Engine):
             raise ValueError(f"max_input_side must be >= 0, got {cfg.max_input_side}")
         _set_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
-        self.use_bf16 = _use_bf16(cfg.precision, self.device)
+        self.use_bf16 = use_bf16(cfg.precision, self.device)
         checkpoint = cfg.checkpoint or str(default_teacher_path())
         if not cfg.checkpoint and not Path(checkpoint).exists():
             raise FileNotFoundError(

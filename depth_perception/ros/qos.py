@@ -51,6 +51,17 @@ def latched_qos() -> QoSProfile:
     )
 
 
+def tf_static_qos() -> QoSProfile:
+    """tf2_ros's static broadcaster / listener QoS: reliable, transient local, keep last 100
+    (``latched_qos`` with tf2's depth: every latched transform reaches a late subscriber)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=100,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
 _BY_NAME = {"sensor_data": sensor_data_qos, "reliable": reliable_qos}
 
 

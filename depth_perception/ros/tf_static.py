@@ -22,23 +22,13 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
 from depth_perception.io.calibration import Extrinsic, StaticTransforms
 from depth_perception.ros.conversions import ns_to_stamp
+from depth_perception.ros.qos import tf_static_qos
 
 TF_STATIC_TOPIC = "/tf_static"
-
-
-def tf_static_qos() -> QoSProfile:
-    """tf2_ros's static broadcaster / listener QoS: reliable, transient local, keep last 100."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=100,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )
 
 
 def transform_to_extrinsic(msg: Any) -> Extrinsic:

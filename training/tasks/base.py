@@ -24,6 +24,7 @@ process layout, and a resume needs no generator state of its own.
 from __future__ import annotations
 
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,7 +59,7 @@ def torch_generator(seq: np.random.SeedSequence) -> torch.Generator:
     return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
 
 
-class Task:
+class Task(ABC):
     """A training method. Subclasses set :attr:`name` and implement the abstract methods."""
 
     name: ClassVar[str] = ""
@@ -70,9 +71,9 @@ class Task:
 
     # --- the network -----------------------------------------------------------------------
 
+    @abstractmethod
     def build_model(self) -> nn.Module:
         """The initial network (the trainer seeds torch identically on every rank first)."""
-        raise NotImplementedError
 
     def frozen(self, model: nn.Module) -> list[str]:
         """fnmatch patterns of parameters kept fixed (``model.freeze`` plus the task's own)."""
@@ -80,18 +81,19 @@ class Task:
 
     def setup(self, model: nn.Module) -> None:
         """Called with the built, unwrapped model before it is wrapped (read sizes etc.)."""
+        return None  # an optional hook: nothing to do by default
 
     def model_config(self, model: nn.Module) -> dict:
         """The JSON-able config that rebuilds the network (stored in checkpoints)."""
         return model.model_config
 
+    @abstractmethod
     def build_from_config(self, model_config: dict) -> nn.Module:
         """An empty network of ``model_config`` (for the export)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save_export(self, model: nn.Module, directory: Path) -> None:
         """Write ``model`` into ``directory`` in the format the method's engine loads."""
-        raise NotImplementedError
 
     # --- optimisation ----------------------------------------------------------------------
 
@@ -113,15 +115,15 @@ class Task:
 
     # --- a step and validation -------------------------------------------------------------
 
+    @abstractmethod
     def loss(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict[str, float], dict]:
         """Forward this rank's part of the global batch (``trainer.net``, under
         ``trainer.autocast()``) and return (the loss to back-propagate, normalised over the
         *global* batch and multiplied by the world size so that DDP's gradient averaging gives
         the single-process gradient; the logged scalars, at least ``loss``; the image view:
         ``image``, ``depth`` (input), ``pred``, ``target``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict_batch(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(dense depth (B, H, W) float32 in metres as inference computes it, the input depth
         shown in the image log (B, 1, H, W)) for a validation batch."""
-        raise NotImplementedError
