@@ -31,13 +31,13 @@ STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("step", "cosine", "constant")
 #: Training methods (``task``; :mod:`training.tasks`).
-TASKS = ("lingbot", "ma_teacher")
+TASKS = ("lingbot", "ma_teacher", "ma_student")
 
 
 @dataclass
 class ModelConfig:
     """Which network to train and how to initialise it (the task's network: LingBot-Depth for
-    ``task: lingbot``, MetricAnything for ``task: ma_teacher``)."""
+    ``task: lingbot``, MetricAnything for ``task: ma_teacher`` / ``ma_student``)."""
 
     preset: str | None = "tiny"  # a PRESETS name of the task's model module
     config: dict[str, Any] | None = None  # a full model_config (wins over preset)
@@ -67,7 +67,10 @@ class DataConfig:
     """Shards (``python -m training.extract`` output) and how to batch them."""
 
     train: list[str] = field(default_factory=list)  # manifest files or shard directories
-    target: str = "auto"  # ShardDataset target: auto | gt | depth
+    target: str = "auto"  # ShardDataset target: auto | gt | depth | pseudo
+    # target "pseudo": the fraction of samples with ground truth trained on it instead of the
+    # pseudo-label (drawn per sample and epoch)
+    gt_fraction: float = 0.0
     batch_size: int = 8  # per process (GPU); the global batch is batch_size * world_size
     size: list[int] | None = None  # Collate (W, H) for mixed-size data; None: as augmented
     num_workers: int = 4
@@ -135,6 +138,22 @@ class TeacherConfig:
     # Convolutions in channels-last layout (measured ~1.4x faster per step on a CPU for the
     # 512 px presets); single process / DDP.
     channels_last: bool = False
+
+
+@dataclass
+class StudentConfig:
+    """``task: ma_student``: loss and initialisation of the MetricAnything student."""
+
+    # L_student: dlog (the paper's L1 on D_log), or Table 14's depth | log_depth | inverse_depth
+    pixel_loss: str = "dlog"
+    student_weight: float = 10.0  # L = 10 L_student + 2 SSI-MAGE(D_log) (paper §7.6)
+    ssi_mage_weight: float = 2.0
+    log_depth_range: float = 400.0  # C of D_log = 1 - ln(D) / ln(C), metres
+    # Every weight but the prompt branch from a teacher checkpoint of the same shape.
+    init_teacher: str | None = None
+    init_output_bias: float = 0.1  # from scratch: the depth head's last bias (as the teacher)
+    channels_last: bool = False  # single process / DDP
+    median_samples: int = 256  # training samples read for the export's train_median_depth_m
 
 
 @dataclass
@@ -222,7 +241,7 @@ class TrainConfig:
     """A whole training run."""
 
     name: str = "run"
-    task: str = "lingbot"  # the training method: lingbot | ma_teacher (training.tasks)
+    task: str = "lingbot"  # the training method: lingbot | ma_teacher | ma_student
     run_dir: str = "out/train/run"
     seed: int = 0
     iterations: int = 1000
@@ -240,6 +259,7 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
 
     def validate(self) -> TrainConfig:
         """Check the choices the trainer cannot recover from later; returns self."""

@@ -56,7 +56,7 @@ from depth_perception.core.prompts import points_to_sparse_depth
 from training.augment import AugmentConfig, augment
 from training.shards import ShardReader, decode_sample, read_manifest
 
-TARGETS = ("auto", "gt", "depth")
+TARGETS = ("auto", "gt", "depth", "pseudo")
 # How an epoch's permutation is dealt out over ranks (recorded in the resume state).
 PARTITION = "interleaved"
 
@@ -146,7 +146,10 @@ class ShardDataset(IterableDataset):
 
     ``target``: "auto" = ground truth where the sample has it, else the raw depth (the
     self-supervised mode); "gt" = only shards whose every sample has ground truth; "depth" =
-    always the raw depth. ``batch_size`` is set by :class:`ShardLoader`: workers deal out
+    always the raw depth; "pseudo" = the teacher's pseudo-label (``training.pseudo_label``
+    shards), or, with probability ``gt_fraction`` (drawn per sample and epoch), the sample's
+    ground truth where it has one. Items then carry ``pseudo`` (bool: the target is the
+    pseudo-label). ``batch_size`` is set by :class:`ShardLoader`: workers deal out
     whole batches, so it must equal the DataLoader's.
     """
 
@@ -162,13 +165,18 @@ class ShardDataset(IterableDataset):
         lidar: bool = False,
         radar: bool = False,
         prior: bool = False,
+        gt_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if not 0.0 <= gt_fraction <= 1.0:
+            raise ValueError(f"gt_fraction must be in [0, 1], got {gt_fraction}")
         root, records = read_manifest(manifest_or_dir)
         if target == "gt":
             records = [r for r in records if r["n_gt"] == r["n"]]
+        if target == "pseudo":
+            records = [r for r in records if r.get("n_pseudo", 0) == r["n"]]
         if not records:
             raise ValueError(f"{manifest_or_dir}: no shards (target={target!r})")
         self.paths = [root / r["path"] for r in records]
@@ -184,6 +192,7 @@ class ShardDataset(IterableDataset):
         self.lidar = lidar
         self.radar = radar
         self.prior = prior
+        self.gt_fraction = float(gt_fraction)
         self.epoch = 0
         self.start = 0  # position in the epoch's permutation where the rank streams begin
         self.consumed = 0  # samples of this rank's stream handed to the trainer
@@ -263,11 +272,21 @@ class ShardDataset(IterableDataset):
         has_gt = raw["gt"] is not None
         if self.target == "gt" and not has_gt:
             raise ValueError(f"{key} has no ground truth (target='gt')")
-        self_supervised = self.target == "depth" or not has_gt
+        pseudo = False
+        if self.target == "pseudo":
+            if raw["pseudo"] is None:
+                raise ValueError(f"{key} has no pseudo-label (python -m training.pseudo_label)")
+            draw = np.random.default_rng([self.seed, epoch, sample_id, 1]).random()
+            pseudo = not (has_gt and draw < self.gt_fraction)
+        self_supervised = not pseudo and (self.target == "depth" or not has_gt)
+        if pseudo:
+            label = raw["pseudo"]
+        else:
+            label = raw["depth"].copy() if self_supervised else raw["gt"]
         sample = {
             "rgb": raw["rgb"],
             "depth": raw["depth"],
-            "target": raw["depth"].copy() if self_supervised else raw["gt"],
+            "target": label,
             "intrinsics": raw["intrinsics"],
         }
         if self.lidar:
@@ -294,6 +313,8 @@ class ShardDataset(IterableDataset):
             sample["radar_prompt"] = points_to_sparse_depth(sample["radar_points"], intr)
         out = to_tensors(sample)
         out["self_supervised"] = torch.tensor(self_supervised)
+        if self.target == "pseudo":
+            out["pseudo"] = torch.tensor(pseudo)
         out["key"] = key
         if self.prior:
             out["prior_name"] = str(raw["meta"].get("prior", ""))

@@ -10,6 +10,9 @@ sample (the key is a member name up to its first dot, as in WebDataset)::
     {key}.radar.npy                 float32 (N, 3) radar points in the camera optical frame
     {key}.prior.npy                 float16 metres, NaN = none: a prompt-free model's depth of
                                     the colour image (the MetricAnything teacher's prior P_d)
+    {key}.pseudo.npy                float32 metres, NaN = none: a teacher's pseudo-label
+                                    (``python -m training.pseudo_label``; provenance in the
+                                    metadata's ``pseudo_label``)
     {key}.json                      metadata: intrinsics, stamp, bag, topics, self_supervised
 
 Next to every ``X.tar`` the writer puts ``X.idx.json``, the byte offset and size of every
@@ -52,6 +55,7 @@ GT_EXT = "gt.npy"
 LIDAR_EXT = "lidar.npy"
 RADAR_EXT = "radar.npy"
 PRIOR_EXT = "prior.npy"
+PSEUDO_EXT = "pseudo.npy"
 META_EXT = "json"
 
 # (key, [(ext, data offset, size), ...]) per sample, in tar order.
@@ -134,7 +138,8 @@ def encode_sample(
 
 def decode_sample(members: dict[str, bytes]) -> dict:
     """Members -> {rgb (H,W,3) uint8 RGB, depth float32 m NaN holes, gt | None, lidar | None,
-    radar | None, prior (float32 m, NaN = none) | None, meta dict, intrinsics}."""
+    radar | None, prior (float32 m, NaN = none) | None, pseudo (float32 m) | None, meta dict,
+    intrinsics}."""
     rgb_ext = next((e for e in RGB_EXTS if e in members), None)
     if rgb_ext is None or DEPTH_EXT not in members or META_EXT not in members:
         raise ValueError(f"incomplete sample, members: {sorted(members)}")
@@ -155,6 +160,7 @@ def decode_sample(members: dict[str, bytes]) -> dict:
         "lidar": npy(LIDAR_EXT),
         "radar": npy(RADAR_EXT),
         "prior": None if prior is None else prior.astype(np.float32),
+        "pseudo": npy(PSEUDO_EXT),
         "meta": meta,
         "intrinsics": intrinsics_from_meta(meta["intrinsics"]),
     }
@@ -179,6 +185,7 @@ class ShardRecord:
     bytes: int
     n_gt: int  # samples with a gt.npy member
     n_lidar: int
+    n_pseudo: int = 0  # samples with a pseudo.npy member (a teacher's pseudo-label)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -210,11 +217,14 @@ class ShardWriter:
     removes the unfinished shard.
     """
 
-    def __init__(self, out_dir: str | Path, prefix: str, shard_size: int, bag: str = "") -> None:
+    def __init__(
+        self, out_dir: str | Path, prefix: str, shard_size: int, bag: str = "", first: int = 0
+    ) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.out_dir = Path(out_dir)
         self.prefix = prefix
+        self.first = int(first)  # number of the first shard (a rewritten shard keeps its name)
         self.shard_size = int(shard_size)
         self.bag = bag or prefix
         self.records: list[ShardRecord] = []
@@ -222,16 +232,17 @@ class ShardWriter:
         self._tmp: Path | None = None
         self._index: ShardIndex = []
         self._stamps: list[int] = []
-        self._n_gt = self._n_lidar = 0
+        self._n_gt = self._n_lidar = self._n_pseudo = 0
 
     def shard_path(self, k: int) -> Path:
-        return self.out_dir / f"{self.prefix}-{k:06d}.tar"
+        """The ``k``-th shard this writer writes."""
+        return self.out_dir / f"{self.prefix}-{self.first + k:06d}.tar"
 
     def _open(self) -> None:
         self._tmp = self.shard_path(len(self.records)).with_suffix(".tar.tmp")
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
         self._index, self._stamps = [], []
-        self._n_gt = self._n_lidar = 0
+        self._n_gt = self._n_lidar = self._n_pseudo = 0
 
     def write(self, key: str, members: dict[str, bytes], stamp_ns: int) -> None:
         """Append one sample; ``key`` must not contain dots (they separate the extension)."""
@@ -255,6 +266,7 @@ class ShardWriter:
         self._stamps.append(int(stamp_ns))
         self._n_gt += GT_EXT in members
         self._n_lidar += LIDAR_EXT in members
+        self._n_pseudo += PSEUDO_EXT in members
         if len(self._index) >= self.shard_size:
             self._finish()
 
@@ -277,6 +289,7 @@ class ShardWriter:
                 bytes=size,
                 n_gt=self._n_gt,
                 n_lidar=self._n_lidar,
+                n_pseudo=self._n_pseudo,
             )
         )
         self._tar = self._tmp = None

@@ -241,6 +241,7 @@ class Trainer:
             rank=self.info.rank,
             world_size=self.info.world_size,
             target=cfg.data.target if train else cfg.val.target,
+            gt_fraction=cfg.data.gt_fraction if train else 0.0,
             batch_size=batch_size,
             **self.task.dataset_options(train),
         )

@@ -1,9 +1,11 @@
 """Training methods as tasks of the one trainer loop (:class:`training.trainer.Trainer`).
 
 ``task`` in the config picks one: ``lingbot`` (:class:`~training.tasks.lingbot.LingBotTask`,
-RGB-D completion by masked depth modeling) or ``ma_teacher``
+RGB-D completion by masked depth modeling), ``ma_teacher``
 (:class:`~training.tasks.ma_teacher.MetricAnythingTeacherTask`, the prompted MetricAnything
-teacher). :mod:`training.tasks.base` says what a task provides.
+teacher) or ``ma_student`` (:class:`~training.tasks.ma_student.MetricAnythingStudentTask`, its
+prompt-free student distilled from pseudo-labels). :mod:`training.tasks.base` says what a
+task provides.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ def task_class(name: str) -> type[Task]:
         from training.tasks.ma_teacher import MetricAnythingTeacherTask
 
         return MetricAnythingTeacherTask
-    raise ValueError(f"unknown task {name!r}: lingbot or ma_teacher")
+    if name == "ma_student":
+        from training.tasks.ma_student import MetricAnythingStudentTask
+
+        return MetricAnythingStudentTask
+    raise ValueError(f"unknown task {name!r}: lingbot, ma_teacher or ma_student")
 
 
 def build_task(cfg: TrainConfig) -> Task:

@@ -18,9 +18,9 @@ Per sample, in the DataLoader workers (:class:`TeacherPrompts`, after augmentati
    engine's ``PROMPT_SPACE``).
 
 Per step (:meth:`MetricAnythingTeacherTask.loss`): image and prompt go through the network as
-``MetricAnythingDepth.infer`` sends them (ImageNet normalisation, bilinear resize to the square
-network input, the prompt's disparities to canonical units with the focal length of that
-input), the canonical inverse depth comes back to the sample's size (bilinear), and the loss is
+``MetricAnythingDepth.infer`` sends them (:mod:`training.tasks.metric_anything`, shared with
+the student), the canonical inverse depth comes back to the sample's size (bilinear), and the
+loss is
 ``metric_anything_loss`` against the target's canonical inverse depth ``fx / (W * depth)``:
 per image 15 * MAE + 5 * SSI-MAGE, full MAE and SSI-MAGE on ground truth from our simulator
 (``teacher.synthetic_gt``), trimmed MAE alone on a self-supervised (sensor) target; the mean
@@ -33,12 +33,6 @@ the patterns give exactly the network's groups. Validation predicts as ``infer``
 ``teacher.prompt.val_kind`` prompt (drawn per sample with a fixed seed). The export is the
 MetricAnything checkpoint format (``model.safetensors`` + ``config.json``) with the prior it was
 trained with (``"prior"``), which the teacher engine then uses by default.
-
-In training mode the DINOv3 backbone's RoPE draws a random coordinate rescale per block (an
-augmentation of the original) from torch's generator. The training forward pass runs with that
-generator seeded from (seed, iteration), forked so the process's own stream is untouched: the
-draws are the same on every rank and after a resume (a DataLoader iterator created on resume
-draws from the global generator, which would otherwise shift them).
 """
 
 from __future__ import annotations
@@ -51,40 +45,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from depth_perception.core.prompt_prep import make_prompt, prepare_prompt, training_prompt
 from depth_perception.core.prompts import sensor_depth_prompt
-from depth_perception.models.blocks.dinov3 import SelfAttentionBlock, state_dict_from_transformers
-from depth_perception.models.checkpoints import _read_hf_weights
 from depth_perception.models.ma_losses import metric_anything_loss
-from depth_perception.models.metric_anything import (
-    PRESETS,
-    MetricAnythingDepth,
-    normalize_image,
-)
+from depth_perception.models.metric_anything import MetricAnythingDepth
 from depth_perception.models.metric_anything.checkpoints import (
     init_teacher_from_prompt_free,
     load_model,
     save_checkpoint,
 )
-from depth_perception.models.metric_anything.model import (
-    MAX_INVERSE_DEPTH,
-    MIN_INVERSE_DEPTH,
-    width_over_focal,
-)
 from training.config import TrainConfig
 from training.distributed import all_reduce_sum
-from training.optim import assign_groups
-from training.tasks.base import (
-    STREAM_FORWARD,
-    STREAM_PROMPT,
-    STREAM_VAL_PROMPT,
-    Task,
-    sample_seed,
-    step_seed,
-)
+from training.tasks.base import STREAM_PROMPT, STREAM_VAL_PROMPT, sample_seed
+from training.tasks.metric_anything import MetricAnythingTask, depth_from_canonical
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
@@ -161,24 +135,11 @@ class TeacherPrompts:
         return out
 
 
-def network_input(
-    model: MetricAnythingDepth, image: torch.Tensor, prompt: torch.Tensor, fx: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """As ``MetricAnythingDepth.infer`` prepares them: (normalised image at the square network
-    input S, prompt at S (metric disparity), the focal length of the S x S image (B,))."""
-    size = (model.img_size, model.img_size)
-    x = normalize_image(image)
-    if tuple(image.shape[-2:]) != size:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        prompt = F.interpolate(prompt, size=size, mode="bilinear", align_corners=False)
-    return x, prompt, fx * (model.img_size / image.shape[-1])
-
-
-class MetricAnythingTeacherTask(Task):
+class MetricAnythingTeacherTask(MetricAnythingTask):
     """The MetricAnything teacher (module docstring)."""
 
     name = "ma_teacher"
-    shard_modules = (SelfAttentionBlock,)
+    section = "teacher"
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
@@ -204,47 +165,27 @@ class MetricAnythingTeacherTask(Task):
 
     # --- the network -----------------------------------------------------------------------
 
-    def build_model(self) -> MetricAnythingDepth:
-        """A teacher checkpoint to fine-tune (``model.init_checkpoint``, e.g. the LiDAR teacher
-        for the radar protocol), or a fresh preset / config, optionally initialised from a
-        prompt-free network (``teacher.init_prompt_free``) and / or DINOv3 weights
-        (``model.init_dinov3``); a network trained from scratch gets the head's last bias
-        ``teacher.init_output_bias``."""
-        mc, t = self.cfg.model, self.cfg.teacher
-        if mc.init_checkpoint:
-            model = load_model(mc.init_checkpoint)
-            log.info("teacher initialised from %s", mc.init_checkpoint)
-        elif mc.config is not None:
-            model = MetricAnythingDepth.from_config(mc.config)
-        else:
-            if mc.preset not in PRESETS:
-                raise ValueError(
-                    f"unknown MetricAnything preset {mc.preset!r}; known: {sorted(PRESETS)}"
-                )
-            model = MetricAnythingDepth(PRESETS[mc.preset])
+    def load_checkpoint(self, checkpoint: str) -> MetricAnythingDepth:
+        """A teacher checkpoint to fine-tune (e.g. the LiDAR teacher for the radar protocol)."""
+        return load_model(checkpoint)
+
+    def check_network(self, model: MetricAnythingDepth) -> None:
         if not model.is_teacher:
+            mc = self.cfg.model
             raise ValueError(
                 f"{mc.init_checkpoint or mc.preset or 'model.config'} is a prompt-free network; "
                 "the teacher task trains a teacher (prompt_channels 3, a teacher_* preset)"
             )
-        if t.init_prompt_free:
-            init_teacher_from_prompt_free(model, load_model(t.init_prompt_free), t.init_prompt_free)
-            log.info("teacher initialised from the prompt-free %s", t.init_prompt_free)
-        if mc.init_dinov3:
-            backbone = model.encoder.patch_encoder
-            hf = _read_hf_weights(Path(mc.init_dinov3))
-            weights = state_dict_from_transformers(hf, model.config.vit)
-            backbone.load_state_dict(weights, strict=True)
-            log.info("backbone initialised from DINOv3 %s", mc.init_dinov3)
-        if not (mc.init_checkpoint or t.init_prompt_free):
-            with torch.no_grad():
-                model.head[-2].bias.fill_(t.init_output_bias)
-        if t.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model.train()
 
-    def build_from_config(self, model_config: dict) -> MetricAnythingDepth:
-        return MetricAnythingDepth.from_config(model_config)
+    def initialise(self, model: MetricAnythingDepth) -> bool:
+        """Every weight but the prompt branch from a prompt-free network of the same shape
+        (``teacher.init_prompt_free``), if configured."""
+        source = self.cfg.teacher.init_prompt_free
+        if not source:
+            return False
+        init_teacher_from_prompt_free(model, load_model(source), source)
+        log.info("teacher initialised from the prompt-free %s", source)
+        return True
 
     def save_export(self, model: MetricAnythingDepth, directory: Path) -> None:
         """Our MetricAnything checkpoint, its config.json naming the prior (the engine's
@@ -255,32 +196,6 @@ class MetricAnythingTeacherTask(Task):
         config["prior"] = self.cfg.teacher.prior
         config["prompt_space"] = PROMPT_SPACE
         path.write_text(json.dumps(config, indent=2) + "\n")
-
-    # --- optimisation ----------------------------------------------------------------------
-
-    def parameter_groups(
-        self, model: MetricAnythingDepth
-    ) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """The config's pattern groups, checked to be exactly the network's backbone / prompt /
-        head groups (trainable parameters only)."""
-        groups = assign_groups(model.named_parameters(), self.cfg.optim)
-        names = {id(p): n for n, p in model.named_parameters()}
-        wanted = {
-            g: {id(p) for p in ps if p.requires_grad} for g, ps in model.parameter_groups().items()
-        }
-        wanted = {g: ids for g, ids in wanted.items() if ids}
-        got = {g: {id(p) for _, p in members} for g, members in groups.items() if members}
-        if got != wanted:
-            wrong = {
-                g: sorted(names[i] for i in got.get(g, set()) ^ wanted.get(g, set()))[:5]
-                for g in set(got) | set(wanted)
-                if got.get(g, set()) != wanted.get(g, set())
-            }
-            raise ValueError(
-                "optim.groups must give the network's groups backbone (encoder.patch_encoder.*), "
-                f"prompt (prompt_branch.*) and, as optim.rest_name, head; differences: {wrong}"
-            )
-        return groups
 
     # --- data ------------------------------------------------------------------------------
 
@@ -307,19 +222,6 @@ class MetricAnythingTeacherTask(Task):
 
     # --- a step ----------------------------------------------------------------------------
 
-    def _canonical(
-        self, trainer: Trainer, net: nn.Module, image: torch.Tensor, prompt: torch.Tensor, fx
-    ) -> torch.Tensor:
-        """Canonical inverse depth (B, 1, S, S) of ``net`` (the wrapped network in training,
-        so DDP / FSDP see the forward)."""
-        x, p, f_s = network_input(trainer.model, image, prompt, fx)
-        if self.cfg.teacher.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            p = p.contiguous(memory_format=torch.channels_last)
-        with trainer.autocast():
-            out = net(x, f_s, p)
-        return out["canonical_inverse_depth"]
-
     def loss(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict[str, float], dict]:
         t, dev, info = self.cfg.teacher, trainer.device, trainer.info
         image = batch["image"].to(dev, non_blocking=True)
@@ -328,12 +230,8 @@ class MetricAnythingTeacherTask(Task):
         valid = batch["valid"].to(dev, non_blocking=True)
         fx = batch["intrinsics"][:, 0, 0].to(dev)
         synthetic = (~batch["self_supervised"]).to(dev) & t.synthetic_gt
-        h, w = image.shape[-2:]
-        devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(step_seed(self.cfg.seed, trainer.step, STREAM_FORWARD))
-            canonical = self._canonical(trainer, trainer.net, image, prompt, fx).float()
-        canonical = F.interpolate(canonical, size=(h, w), mode="bilinear", align_corners=False)
+        w = image.shape[-1]
+        canonical = self.training_canonical(trainer, image, prompt, fx)
         # The target in the same units: fx / (W * depth) (the sample's own fx and W).
         ratio = (fx / w).reshape(-1, 1, 1, 1)
         target_c = torch.where(valid, ratio / target.clamp_min(1e-6), 0.0)
@@ -371,8 +269,7 @@ class MetricAnythingTeacherTask(Task):
             "prompt_points": float(stats[5]) / (info.world_size * image.shape[0]),
         }
         with torch.no_grad():
-            inverse = canonical.detach() / ratio
-            pred = 1.0 / inverse.clamp(MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH)
+            pred = depth_from_canonical(canonical.detach(), ratio)
         view = {
             "image": image,
             "depth": batch["prompt_depth"].to(dev),
@@ -382,24 +279,6 @@ class MetricAnythingTeacherTask(Task):
         return loss, scalars, view
 
     # --- inference and validation ----------------------------------------------------------
-
-    @torch.no_grad()
-    def predict(
-        self, trainer: Trainer, image: torch.Tensor, prompt: torch.Tensor, fx: torch.Tensor
-    ) -> torch.Tensor:
-        """Dense depth (B, H, W) float32 as ``MetricAnythingDepth.infer``: image (B, 3, H, W)
-        in [0, 1], prompt (B, 3, H, W) [PDSA, GMDR, mask] in metric disparity, fx (B,)."""
-        model = trainer.model
-        dev = trainer.device
-        image, prompt, fx = image.to(dev), prompt.to(dev), fx.to(dev)
-        h, w = image.shape[-2:]
-        model.eval()
-        canonical = self._canonical(trainer, model, image, prompt, fx)
-        model.train()
-        inverse = canonical.float() * width_over_focal(fx, w, image.shape[0], dev)
-        if (h, w) != tuple(inverse.shape[-2:]):
-            inverse = F.interpolate(inverse, size=(h, w), mode="bilinear", align_corners=False)
-        return (1.0 / inverse.clamp(MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH))[:, 0]
 
     def predict_batch(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         fx = batch["intrinsics"][:, 0, 0]
