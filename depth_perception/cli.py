@@ -23,6 +23,7 @@ from depth_perception.eval.pipelines import (
     BASELINES,
     PIPELINE_GROUPS,
     PIPELINES,
+    STUDENT_PRIOR_PIPELINE,
     TAKES_CHECKPOINT,
     MissingInputError,
     expand_pipelines,
@@ -146,7 +147,31 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         help="learned and ma_teacher_* pipelines: model dir, official model.pt or preset "
         "(default: the shipped model; one method's pipelines at a time)",
     )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help=f"{STUDENT_PRIOR_PIPELINE}: the teacher checkpoint (default: the shipped teacher; "
+        "--checkpoint names its student prior)",
+    )
     p.add_argument("--figure-every", type=int, default=10)
+    p.add_argument(
+        "--depth-bins",
+        type=_depth_bins,
+        default=(),
+        metavar="E0,E1,...",
+        help="also AbsRel per ground-truth range [E0,E1), ..., [En,inf) in metres (MetricAnything "
+        "Table 14: 0,10,20,30,40,50)",
+    )
+
+
+def _depth_bins(text: str) -> tuple[float, ...]:
+    try:
+        edges = tuple(float(e) for e in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated metres, e.g. 0,10") from None
+    if any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)) or edges[0] < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: edges must be >= 0 and increase")
+    return edges
 
 
 def _run_eval(
@@ -171,6 +196,8 @@ def _run_eval(
             max_frames=args.max_frames,
             figure_every=args.figure_every,
             checkpoint=args.checkpoint if name in TAKES_CHECKPOINT else None,
+            depth_bins_m=args.depth_bins,
+            teacher=args.teacher if name == STUDENT_PRIOR_PIPELINE else None,
         )
         try:
             summary = evaluate(frames_factory(), cfg, out / name, f"{title}: {name}", total)

@@ -97,7 +97,7 @@ def test_eval_folder_skips_a_pipeline_the_captures_cannot_feed(tmp_path, capsys)
     comparison = (out / "comparison.md").read_text()
     header = next(line for line in comparison.splitlines() if line.startswith("| pipeline"))
     # Hide-and-seek: holes.* repeat the overall metrics, boundary F1 means nothing there.
-    assert header == "| pipeline | abs_rel | rmse | mae | delta1 | coverage |"
+    assert header == "| pipeline | abs_rel | rmse | mae | delta1 | delta2 | delta3 | coverage |"
     assert "| nearest |" in comparison and "| inpaint_telea |" in comparison
     assert "- jbu_lidar skipped: pipeline jbu_lidar needs a LiDAR scan" in comparison
     assert "**1.000**" not in comparison  # coverage ties at 1.000: bold for no one
@@ -170,3 +170,19 @@ def test_failed_image_writes_raise_naming_the_path(sqlite_bag, tmp_path):
     items = pipeline_items(get_pipeline("nearest"), frames_from(sqlite_bag))
     with pytest.raises(OSError, match=r"could not write .*000000_depth\.png"):
         complete_files(ClassicalFillEngine("nearest"), items, tmp_path)
+
+
+def test_depth_bins_add_abs_rel_by_range(tmp_path, capsys):
+    folder = _captures(tmp_path / "captures")
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "eval-folder", folder, "--mode", "offline", "--out", out,
+                     "--figure-every", "0", "--pipeline", "nearest",
+                     "--depth-bins", "0,1,2")  # fmt: skip
+    assert code == 0
+    comparison = (out / "comparison.md").read_text()
+    header = next(line for line in comparison.splitlines() if line.startswith("| pipeline"))
+    assert header.endswith("| coverage | abs_rel_0-1m | abs_rel_1-2m | abs_rel_>2m |")
+    metrics = json.loads((out / "nearest" / "summary.json").read_text())["metrics"]
+    assert {"abs_rel_0-1m", "abs_rel_1-2m", "abs_rel_>2m"} <= set(metrics)
+    code, _, err = run(capsys, "eval-folder", folder, "--depth-bins", "0,5,3")
+    assert code == 2 and "increase" in err

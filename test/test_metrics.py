@@ -12,10 +12,12 @@ from depth_perception.core.metrics import (
     align_median_scale,
     align_scale_shift,
     apply_scale_shift,
+    binned_abs_rel,
     boundary_f1,
     boundary_f1_avg,
     boundary_precision_recall,
     coverage,
+    depth_bin_names,
     depth_metrics,
     hidden_pixel_metrics,
     hide_blocks,
@@ -408,3 +410,20 @@ def test_range_capped_errors_in_millimetres_by_hand():
     }
     # nothing scored within the cap: NaN
     assert math.isnan(range_capped_errors(pred, gt, caps_m=(5.0,))["mae_mm_0-5m"])
+
+
+def test_abs_rel_by_depth_range_by_hand():
+    # gt 5 (pred 5.5: 0.1), 10 (the upper range's: pred 12: 0.2), 15 (pred 12: 0.2),
+    # 55 and 60 (preds 66, 60: 0.2 and 0 -> 0.1), no valid pred at 25, one NaN gt.
+    gt = np.array([[5.0, 10.0, 15.0, 25.0, 55.0, 60.0, np.nan]])
+    pred = np.array([[5.5, 12.0, 12.0, np.nan, 66.0, 60.0, 3.0]])
+    out = binned_abs_rel(pred, gt)
+    assert list(out) == depth_bin_names((0, 10, 20, 30, 40, 50))
+    assert list(out)[0] == "abs_rel_0-10m" and list(out)[-1] == "abs_rel_>50m"
+    assert out["abs_rel_0-10m"] == pytest.approx(0.1)
+    assert out["abs_rel_10-20m"] == pytest.approx(0.2)
+    assert out["abs_rel_>50m"] == pytest.approx(0.1)
+    for empty in ("abs_rel_20-30m", "abs_rel_30-40m", "abs_rel_40-50m"):
+        assert np.isnan(out[empty])
+    with pytest.raises(ValueError, match="increase"):
+        binned_abs_rel(pred, gt, (0, 10, 10))

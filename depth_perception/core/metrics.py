@@ -450,6 +450,38 @@ def range_capped_errors(
     return out
 
 
+# --------------------------------------------------------------------------- by depth range
+
+#: Edges of the depth ranges of MetricAnything's Table 14 (AbsRel over 0-10, 10-20, 20-30,
+#: 30-40, 40-50 and > 50 m of ground truth).
+TABLE14_BINS_M: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0)
+
+
+def depth_bin_names(edges_m: Sequence[float]) -> list[str]:
+    """Summary keys of :func:`binned_abs_rel`: ``abs_rel_0-10m`` ... ``abs_rel_>50m``."""
+    edges = [float(e) for e in edges_m]
+    names = [f"abs_rel_{lo:g}-{hi:g}m" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    return [*names, f"abs_rel_>{edges[-1]:g}m"] if edges else []
+
+
+def binned_abs_rel(
+    pred: np.ndarray, gt: np.ndarray, edges_m: Sequence[float] = TABLE14_BINS_M
+) -> dict[str, float]:
+    """AbsRel over the pixels whose ground truth lies in each range ``[e_i, e_i+1)`` and, last,
+    ``[e_n, inf)``: ``{"abs_rel_0-10m": ..., ..., "abs_rel_>50m": ...}``. As
+    :func:`depth_metrics`, pixels without a valid prediction are left out; NaN for a range
+    with no scored pixel. Edges must increase."""
+    edges = [float(e) for e in edges_m]
+    if any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)):
+        raise ValueError(f"depth bin edges must increase, got {edges}")
+    g = _as_f64(gt)
+    uppers = [*edges[1:], math.inf]
+    return {
+        name: depth_metrics(pred, gt, (g >= lo) & (g < hi)).abs_rel
+        for name, lo, hi in zip(depth_bin_names(edges), edges, uppers, strict=True)
+    }
+
+
 def hidden_pixel_metrics(
     pred: np.ndarray, gt_raw: np.ndarray, hidden_mask: np.ndarray
 ) -> DepthMetrics:

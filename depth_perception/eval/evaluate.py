@@ -21,6 +21,7 @@ from depth_perception.core.depth import sanitize_depth
 from depth_perception.core.metrics import (
     RADAR_RANGE_CAPS_M,
     aggregate_targets,
+    binned_abs_rel,
     boundary_f1_avg,
     coverage,
     depth_metrics,
@@ -65,6 +66,8 @@ HEADLINE_METRICS = (
     "rmse",
     "mae",
     "delta1",
+    "delta2",
+    "delta3",
     "holes.abs_rel",
     "holes.rmse",
     "boundary_f1",
@@ -90,7 +93,9 @@ def table_metrics(summaries: dict[str, dict], hidden: bool = False) -> list[str]
     pipeline reported them."""
     columns = list(HIDE_AND_SEEK_METRICS if hidden else HEADLINE_METRICS)
     reported = {m for summary in summaries.values() for m in summary.get("metrics", {})}
-    return columns + [m for m in RANGE_METRICS if m in reported]
+    binned = {m for m in reported if m.startswith("abs_rel_") and m.endswith("m")}
+    in_order = [m for s in summaries.values() for m in s.get("metrics", {}) if m in binned]
+    return columns + [m for m in RANGE_METRICS if m in reported] + list(dict.fromkeys(in_order))
 
 
 @dataclass
@@ -103,6 +108,8 @@ class EvalConfig:
     timeout_s: float = 60.0  # dds: per frame (lockstep) or for the tail (timed)
     namespace: str = "/camera"
     checkpoint: str | None = None  # learned pipelines: the model to load instead of the default
+    depth_bins_m: tuple[float, ...] = ()  # also AbsRel per ground-truth range (binned_abs_rel)
+    teacher: str | None = None  # ma_teacher_lidar_student_prior: its teacher (default: shipped)
 
 
 def completion_metrics(
@@ -110,6 +117,7 @@ def completion_metrics(
     pred: np.ndarray,
     targets_out: list | None = None,
     range_caps_m: tuple[float, ...] = (),
+    depth_bins_m: tuple[float, ...] = (),
 ) -> dict[str, float]:
     """Scores of one completed frame against its ground truth.
 
@@ -119,6 +127,8 @@ def completion_metrics(
     ``targets_out`` so a run can aggregate over all its targets. ``range_caps_m``: also MAE
     and RMSE in millimetres over the ground truth within 0 to each cap
     (:func:`~depth_perception.core.metrics.range_capped_errors`, the radar protocol).
+    ``depth_bins_m``: also AbsRel per ground-truth depth range
+    (:func:`~depth_perception.core.metrics.binned_abs_rel`, Table 14's).
     """
     gt = frame.gt_depth
     out: dict[str, float] = {"coverage": coverage(pred)}
@@ -133,6 +143,8 @@ def completion_metrics(
     out["boundary_f1"] = boundary_f1_avg(pred, gt) if np.isfinite(pred).any() else math.nan
     if range_caps_m:
         out.update(range_capped_errors(pred, gt, range_caps_m))
+    if depth_bins_m:
+        out.update(binned_abs_rel(pred, gt, depth_bins_m))
     per_target = target_regions(frame, pred)
     if per_target:
         agg = aggregate_targets(per_target)
@@ -445,7 +457,7 @@ def evaluate(
     written. When the frames stop at an unreadable record, the frames scored so far are reported
     and the summary says ``truncated`` (with the reason).
     """
-    pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint)
+    pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint, cfg.teacher)
     truncation = _Truncation()
     frames = pipeline_frames(pipeline, _until_unreadable(frames, truncation), calibration)
     writer = ReportWriter(out_dir, pipeline.name, title, figure_every=cfg.figure_every)
@@ -464,7 +476,9 @@ def evaluate(
         if pred is None:
             missing += 1
             return
-        metrics = completion_metrics(frame, pred, all_targets, pipeline.range_caps_m)
+        metrics = completion_metrics(
+            frame, pred, all_targets, pipeline.range_caps_m, cfg.depth_bins_m
+        )
         writer.add_frame(
             FrameResult(index, frame.stamp_ns, pipeline.name, metrics, latency),
             {"rgb": frame.rgb, "input_depth": frame.depth, "pred": pred, "gt": frame.gt_depth},
