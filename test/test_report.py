@@ -247,6 +247,10 @@ def test_compare_table_bold_best_per_column(tmp_path):
         "| midas | 0.100 | 1.000 | **0.450** | 20 |\n"
     )
     assert "| raw | 0.2 | 0.7 |" in compare_table(summaries, ["abs_rel", "delta1"], digits=1)
+    # Millimetre errors from 1,000 on: whole numbers with separators, not 4.81e+03.
+    mm = {"a": {"mae_mm_0-50m": 4810.4}, "b": {"mae_mm_0-50m": 12345.6}}
+    assert "| a | **4,810** |" in compare_table(mm, ["mae_mm_0-50m"])
+    assert "| b | 12,346 |" in compare_table(mm, ["mae_mm_0-50m"])
     # stat="median" reads the nested statistic where there is one.
     median = compare_table(summaries, ["abs_rel"], stat="median")
     assert "| midas | 0.090 |" in median and "| lingbot | **0.055** |" in median

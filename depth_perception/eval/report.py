@@ -109,7 +109,8 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    """Table text: ints as is, floats with ``digits`` decimals (significant digits if huge)."""
+    """Table text: ints as is, floats with ``digits`` decimals; from 1,000 on, whole numbers
+    with thousands separators (millimetre errors: 4,810, not 4.81e+03)."""
     if v is None:
         return "–"
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -118,7 +119,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
         v = float(v)
         if not math.isfinite(v):
             return "–"
-        return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
     return str(v)
 
 
