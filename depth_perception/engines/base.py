@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.io.frames import Target
+
+if TYPE_CHECKING:  # open3d behind it: imported by the engines that fill these in
+    from depth_perception.core.target_geometry import FitInfo, TargetGeometry
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,37 @@ class FrameInputs:
 
 
 @dataclass
+class TargetResult:
+    """What an engine that takes targets found for one of them (FocusDepth).
+
+    ``error`` (with ``error_kind``, a short key for diagnostics) says why a target could not be
+    processed (box outside the image, zero-area box, empty prompt, no mask, too few reference
+    pixels, ...); what was computed before that stays filled in, the rest None."""
+
+    target_id: int
+    text: str
+    score: float = 0.0  # the segmenter's (SAM3's) score; 0 when it did not run
+    mask: np.ndarray | None = None  # (H, W) bool
+    depth: np.ndarray | None = None  # (H, W) float32 metres: this target's metric fit, NaN = none
+    points: np.ndarray | None = None  # (N, 3) float32, optical frame: the mask's valid depth
+    geometry: TargetGeometry | None = None  # centroid, oriented box, point count
+    fit: FitInfo | None = None  # how the relative -> metric fit went
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
 class CompletionResult:
     """Dense depth for one frame, pixel-aligned with the colour image of its inputs."""
 
     depth: np.ndarray  # (H, W) float32 metres, NaN where the engine has no answer
     confidence: np.ndarray | None = None  # (H, W) float32 in [0, 1], if the engine estimates it
+    #: One result per target given (engines that take targets), in order; None otherwise.
+    targets: list[TargetResult] | None = None
 
     def points(self, intrinsics: Intrinsics) -> np.ndarray:
         """(H, W, 3) float32 points in the camera's optical frame; NaN where depth is."""
