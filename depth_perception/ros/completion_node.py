@@ -13,14 +13,18 @@ Topics are relative, so a namespace (``-r __ns:=/camera``) puts the node beside 
 
   in:  rgb/image_rect_color, rgb/camera_info, depth_registered/image_rect (when used),
        lidar/points, radar/points (``lidar_topic`` / ``radar_topic``, when prompt sources),
-       /tf_static (when prompt clouds and no ``calibration_file``)
+       /tf_static (when prompt clouds and no ``calibration_file``),
+       targets (depth_perception_msgs/TargetPromptArray, engines that take targets: the newest
+       targets within ``max_target_age`` of the frame; :mod:`depth_perception.ros.targets`)
   srv: depth_query (depth_perception_msgs/DepthQuery: depth and 3-D points at pixels of one
        of the last ``query_history`` completed frames)
   out: depth_completed/image (32FC1 m), depth_completed/image_mm (16UC1, optional),
        depth_completed/image/compressedDepth (optional, see below),
        depth_completed/confidence (32FC1, when the engine estimates it),
        depth_completed/camera_info, depth_completed/points (organized xyzrgb),
-       depth_completed/status (depth_perception_msgs/CompletionStatus), /diagnostics
+       depth_completed/status (depth_perception_msgs/CompletionStatus), /diagnostics,
+       and the method's extras (``publish_extras``): for targets targets/geometry,
+       targets/cloud, targets/mask, targets/markers
 
 Prompts (engines that take one): ``prompt_sources`` any of ``lidar``, ``radar`` (PointCloud2 in
 the sensor's frame, any field layout with float32/64 x, y, z) and ``sensor_depth`` (the RGB-D
@@ -81,9 +85,11 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depth import valid_ratio
 from depth_perception.core.prompts import CLOUD_SOURCES, DEFAULT_MAX_PROMPT_AGE, PROMPT_SOURCES
 from depth_perception.engines.base import (
+    CompletionResult,
     Engine,
     EngineInputs,
     FrameInputs,
+    TargetResult,
     input_roles,
     no_result,
 )
@@ -105,6 +111,12 @@ from depth_perception.ros.prompt_sources import PromptBuild, PromptSources
 from depth_perception.ros.qos import reliable_qos, sensor_data_qos
 from depth_perception.ros.stamps import StampMonitor
 from depth_perception.ros.sync import SyncedSubscriptions
+from depth_perception.ros.targets import (
+    DEFAULT_MAX_TARGET_AGE,
+    TARGETS_TOPIC,
+    TargetOutputs,
+    TargetSource,
+)
 
 INPUT_TOPICS = ("rgb/image_rect_color", "depth_registered/image_rect", "rgb/camera_info")
 #: Default (relative) topics of the point-cloud prompt sources.
@@ -129,6 +141,7 @@ ROLE_TOPICS = {
     "depth": INPUT_TOPICS[1],
     "rgb_info": INPUT_TOPICS[2],
     **PROMPT_TOPICS,
+    "targets": TARGETS_TOPIC,
 }
 
 
@@ -178,6 +191,9 @@ class DepthCompletionNode(Node):
         self.declare_parameter("max_prompt_age", DEFAULT_MAX_PROMPT_AGE)
         self.declare_parameter("calibration_file", "")
         self.declare_parameter("camera_frame", "")
+        # Targets (engines that take them).
+        self.declare_parameter("max_target_age", DEFAULT_MAX_TARGET_AGE)
+        self.declare_parameter("marker_lifetime", 0.2)
         p = self.get_parameter
         sync = str(p("sync").value)
         if sync not in ("exact", "approximate"):
@@ -217,11 +233,6 @@ class DepthCompletionNode(Node):
             raise NodeStartupError(f"cannot build the engine: {exc}") from exc
         self.get_logger().info(f"engine: {self.engine.model_id}")
         self.inputs: EngineInputs = self.engine.inputs
-        if self.inputs.targets:
-            raise NodeStartupError(
-                f"engine {self.engine.model_id} takes targets, which this node base does not "
-                "subscribe to yet"
-            )
         self._prompt_sources = self._prompt_sources_parameter()
         self.roles = input_roles(self.inputs, self._prompt_sources)
         self._takes_depth = "depth" in self.roles
@@ -280,6 +291,7 @@ class DepthCompletionNode(Node):
         self.create_service(DepthQuery, "depth_query", self._on_depth_query)
 
         self.prompts = self._make_prompt_sources()
+        self.targets, self.target_outputs = self._make_targets()
         rgb_type = Image if rgb_transport == "raw" else CompressedImage
         depth_type = Image if depth_transport == "raw" else CompressedImage
         inputs = [(rgb_type, transport_topic(self, INPUT_TOPICS[0], rgb_transport))]
@@ -300,6 +312,48 @@ class DepthCompletionNode(Node):
     # -- to be provided by subclasses -------------------------------------------------------
     def make_engine(self) -> Engine:
         raise TypeError(f"{type(self).__name__} must implement make_engine()")
+
+    def publish_extras(
+        self, header, inputs: FrameInputs, result: CompletionResult, reason: str = ""
+    ) -> dict[str, object]:
+        """Hook: publish what the method gives beyond the common outputs, once per frame;
+        returns its diagnostics values. Here: the targets' outputs of an engine that takes
+        targets (``reason``: why the engine did not run, for each target's error). A subclass
+        with other extras overrides it (and calls it)."""
+        if self.target_outputs is None:
+            return {}
+        results = result.targets
+        if results is None:  # the engine did not run: every target says why
+            results = [
+                TargetResult(
+                    t.target_id, t.text, error=f"target {t.target_id}: {reason}", error_kind="skip"
+                )
+                for t in inputs.targets or []
+            ]
+        shape = (inputs.intrinsics.height, inputs.intrinsics.width)
+        for kind, message in self.target_outputs.publish(header, shape, results):
+            self._target_error(kind, message)
+        return {**self.targets.counters(), **self.target_outputs.counters()}
+
+    # -- targets -----------------------------------------------------------------------------
+    def _make_targets(self) -> tuple[TargetSource | None, TargetOutputs | None]:
+        if not self.inputs.targets:
+            return None, None
+        p = self.get_parameter
+        max_age = float(p("max_target_age").value)
+        if not max_age > 0:
+            raise NodeStartupError(f"max_target_age is {max_age}: must be > 0 seconds")
+        lifetime = float(p("marker_lifetime").value)
+        if lifetime < 0:
+            raise NodeStartupError(f"marker_lifetime is {lifetime}: must be >= 0 seconds")
+        source = TargetSource(self, max_age)
+        self.get_logger().info(f"targets from {source.topic} (max_target_age {max_age:g} s)")
+        return source, TargetOutputs(self, lifetime)
+
+    def _target_error(self, kind: str, message: str) -> None:
+        """A target dropped or not processed: a throttled ERROR (per kind) on /diagnostics."""
+        counters = {**self.targets.counters(), **self.target_outputs.counters()}
+        self.diagnostics.error(message, kind=kind, **counters)
 
     # -- prompt sources ----------------------------------------------------------------------
     def _prompt_sources_parameter(self) -> list[str]:
@@ -543,6 +597,15 @@ class DepthCompletionNode(Node):
             else:
                 warnings.extend(build.problems)
             inputs.prompt_report = prompt_values
+        if self.targets is not None:
+            take = self.targets.take(stamp_to_ns(frame.rgb.header.stamp), frame.rgb.header.frame_id)
+            inputs.targets = take.targets
+            for kind, message in take.errors:
+                self._target_error(kind, message)
+            if take.newer:
+                warnings.append(
+                    ("target_newer", f"{take.newer} target(s) drawn on a later image skipped")
+                )
 
         if run:
             result = self.engine.run(inputs)
@@ -562,6 +625,8 @@ class DepthCompletionNode(Node):
                 )
             )
         self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
+        reason = "; ".join(text for _, text in warnings) or "the engine did not run"
+        extra_values = self.publish_extras(header, inputs, result, reason)
         if self._pub_depth_mm is not None:
             self._pub_depth_mm.publish(metres_to_depth_image(result.depth, header, "16UC1"))
         if self._pub_conf is not None and result.confidence is not None:
@@ -602,6 +667,7 @@ class DepthCompletionNode(Node):
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
         )
+        values.update(extra_values)
         if self.prompts is not None:
             values.update(
                 frames_without_prompt=self._frames_without_prompt,

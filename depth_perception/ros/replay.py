@@ -7,7 +7,8 @@ metres with ``depth_encoding``) and camera_info with one stamp per frame, under 
 namespace; with ``lidar`` / ``radar``, the frame's scan (``frame.extra``, its own frame_id and
 stamp) on ``lidar/points`` / ``radar/points`` just before the images, and the rig's
 extrinsics (the frame's calibration) once on ``/tf_static`` (transient local, as
-static_transform_publisher). It collects
+static_transform_publisher); with ``targets``, the frame's targets (``frame.extra["targets"]``,
+the colour image's header) on ``targets`` just before the images. It collects
 ``depth_completed/image`` and ``depth_completed/status`` by stamp.
 
 Two pacings:
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from depth_perception_msgs.msg import CompletionStatus
+from depth_perception_msgs.msg import CompletionStatus, TargetPromptArray
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -96,7 +97,11 @@ class ReplayClient:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         qos = reliable_qos(depth=10)
-        kinds = {"rgb_info": CameraInfo, **dict.fromkeys(CLOUD_SOURCES, PointCloud2)}
+        kinds = {
+            "rgb_info": CameraInfo,
+            "targets": TargetPromptArray,
+            **dict.fromkeys(CLOUD_SOURCES, PointCloud2),
+        }
         self._pubs = {
             role: self.node.create_publisher(kinds.get(role, Image), ROLE_TOPICS[role], qos)
             for role in self.roles
@@ -161,6 +166,11 @@ class ReplayClient:
             if sent:
                 self.spin_for(CLOUD_SETTLE_S)
         header = Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
+        if "targets" in self._pubs:  # not synchronised either: before the images, as scans
+            from depth_perception.io.bag import targets_to_msg
+
+            self._pubs["targets"].publish(targets_to_msg(frame.extra.get("targets") or [], header))
+            self.spin_for(CLOUD_SETTLE_S)
         self.publish_messages(
             numpy_to_image(frame.rgb, "rgb8", header),
             metres_to_depth_image(frame.depth, header, self.depth_encoding)
@@ -191,6 +201,10 @@ class ReplayClient:
                 if pub is None:
                     raise ValueError("this ReplayClient does not publish that input")
                 pub.publish(msg)
+
+    def publish_targets(self, targets: TargetPromptArray) -> None:
+        """A ready-made ``targets`` message (e.g. stale, or drawn on another frame)."""
+        self._pubs["targets"].publish(targets)
 
     def publish_cloud(self, source: str, cloud: PointCloud2) -> None:
         """A ready-made ``lidar`` / ``radar`` cloud (e.g. a malformed one)."""
