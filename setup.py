@@ -11,6 +11,7 @@ PACKAGE = "depth_perception"
 NODES = {
     "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node:main",
     "depth_register_node": "depth_perception.ros.nodes.depth_register_node:main",
+    "focus_depth_node": "depth_perception.ros.nodes.focus_depth_node:main",
     "monocular_depth_node": "depth_perception.ros.nodes.monocular_depth_node:main",
     "prompted_depth_node": "depth_perception.ros.nodes.prompted_depth_node:main",
     "rgbd_completion_node": "depth_perception.ros.nodes.rgbd_completion_node:main",

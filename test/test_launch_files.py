@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+ALL_LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+#: Files that start several nodes (a pipeline); checked in test_grasp_launch.py.
+PIPELINE_FILES = [ROOT / "launch" / "grasp_perception.launch.py"]
+#: Files that start one node of this package beside a camera (launch_description.py).
+LAUNCH_FILES = [p for p in ALL_LAUNCH_FILES if p not in PIPELINE_FILES]
 SHARED = "depth_perception.ros.launch_description"
 SHARED_PATH = ROOT / "depth_perception" / "ros" / "launch_description.py"
 
@@ -125,8 +129,14 @@ class Launched:
     """What `ros2 launch <file> name:=value ...` runs."""
 
     arguments: dict[str, _Recorded]  # name -> its DeclareLaunchArgument
-    node: _Recorded  # the Node the OpaqueFunction returns
+    nodes: list[_Recorded]  # the Nodes the OpaqueFunction returns
     configurations: set[str]  # names of every LaunchConfiguration the file made
+
+    @property
+    def node(self) -> _Recorded:
+        """The node of a file that starts one."""
+        (node,) = self.nodes
+        return node
 
     def default(self, name: str):
         return self.arguments[name].kwargs["default_value"]
@@ -157,9 +167,9 @@ def _launch(path: Path, monkeypatch, **command_line: str) -> Launched:
     context.launch_configurations.update(command_line)
     (opaque,) = [e for e in entities if e.api == "OpaqueFunction"]
     assert len(entities) == len(declared) + 1
-    (node,) = opaque.kwargs["function"](context)
-    assert node.api == "Node"
-    return Launched(arguments, node, set(created))
+    nodes = opaque.kwargs["function"](context)
+    assert nodes and all(node.api == "Node" for node in nodes)
+    return Launched(arguments, list(nodes), set(created))
 
 
 def _overrides(launched: Launched) -> list[str]:
@@ -177,9 +187,9 @@ def _setup_py_nodes() -> set[str]:
     return {key.value for key in nodes.keys}
 
 
-def config_file_of(launched: Launched) -> Path:
-    """The package's config file the params_file argument defaults to."""
-    (parts,) = launched.default("params_file").args
+def config_file_of(launched: Launched, argument: str = "params_file") -> Path:
+    """The package's config file the ``argument`` (a params file) defaults to."""
+    (parts,) = launched.default(argument).args
     share, folder, name = parts
     assert share.api == "FindPackageShare" and share.args == ("depth_perception",)
     assert folder == "config"
@@ -187,7 +197,7 @@ def config_file_of(launched: Launched) -> Path:
 
 
 def test_there_are_launch_files():
-    assert LAUNCH_FILES
+    assert LAUNCH_FILES and all(p.is_file() for p in PIPELINE_FILES)
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -209,13 +219,13 @@ def test_launch_file_refers_to_real_executables_configs_and_arguments(path, monk
     )
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_file_documents_its_use(path):
     docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert f"ros2 launch depth_perception {path.name}" in docstring
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_LAUNCH_FILES, ids=lambda p: p.name)
 def test_every_launch_argument_has_a_description(path, monkeypatch):
     # `ros2 launch -s` prints "no description given" for an argument without one
     for name, argument in _launch(path, monkeypatch).arguments.items():
@@ -225,7 +235,7 @@ def test_every_launch_argument_has_a_description(path, monkeypatch):
         )
 
 
-@pytest.mark.parametrize("path", [*LAUNCH_FILES, SHARED_PATH], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*ALL_LAUNCH_FILES, SHARED_PATH], ids=lambda p: p.name)
 def test_launch_files_import_only_the_real_launch_api(path):
     imported = set()
     for node in ast.parse(path.read_text()).body:
