@@ -17,6 +17,7 @@ from node_harness import (
     Collector,
     assert_depths,
     by_stamp,
+    failed_node_log,
     running_node,
     status_value,
     statuses,
@@ -32,6 +33,7 @@ from depth_perception.engines.focusdepth import (
     FOCUS_INPUTS,
     FocusDepthEngine,
     FocusDepthEngineConfig,
+    default_focusdepth_path,
 )
 from depth_perception.io.bag import targets_to_msg
 from depth_perception.io.frames import RGBDFrame, Target
@@ -174,6 +176,9 @@ def test_targets_over_dds_equal_the_offline_engine(checkpoint, one_thread, tmp_p
             )
             _publish(client, last, t1, stale)
             assert _wait(collector, "targets/geometry", t1).targets == []
+            # no target left: the reference as it came (an absent prompt refines nothing)
+            reference = depth_image_to_metres(_wait(collector, "depth_completed/image", t1))
+            np.testing.assert_array_equal(reference, last.depth)
             assert collector.spin_until(lambda: bool(_errors(collector, "older than the frame")))
             assert status_value(_errors(collector, "older than")[-1], "targets_stale") == "1"
 
@@ -226,3 +231,14 @@ def _wait_markers(collector, stamp_ns, timeout=20.0):
 
     assert collector.spin_until(lambda: found() is not None, timeout)
     return found()
+
+
+def test_a_node_without_its_model_says_why_in_one_line(tmp_path):
+    missing = tmp_path / "nope"
+    params = {"checkpoint": str(missing), "device": "cpu"}
+    text = failed_node_log(NAME, "/focus_missing", params, tmp_path / "node.log", timeout=60)
+    errors = [line for line in text.splitlines() if "[FATAL]" in line or "[ERROR]" in line]
+    assert len(errors) == 1 and str(missing) in errors[0], text
+    if not default_focusdepth_path().exists():
+        text = failed_node_log(NAME, "/focus_default", {}, tmp_path / "default.log", timeout=60)
+        assert "focusdepth_small" in text and text.count("cannot start") == 1, text
