@@ -9,6 +9,7 @@ A *sample* is a dict::
     points      optional (N, 3) float32 points in the camera optical frame (LiDAR prompts)
     radar_points  optional (N, 3) float32, the same for radar
     prior       optional (H, W) float32 metres, NaN = none: a prompt-free model's depth of rgb
+    instance    optional (H, W) uint16 instance ids, 0 = background (FocusDepth's target masks)
 
 Geometric ops (crop, flip, resize, unified focal) move every image and update the intrinsics so
 that a back-projected depth pixel stays the same 3-D point (x negated after a flip, a mirror);
@@ -16,7 +17,8 @@ depth-like maps are resampled with nearest neighbour (centre-aligned, so a pixel
 the source pixel that contains its centre; interpolating depth would invent points floating
 between foreground and background). Photometric ops (colour jitter, JPEG, motion blur, shot
 noise) touch only ``rgb``: they mimic the colour camera, and the depth and target must keep
-describing the same scene.
+describing the same scene. Instance ids are labels: resampled with the same nearest neighbour
+(never interpolated, an id between two ids is another object) and padded with 0 (background).
 
 The mix follows the depth-completion / metric-depth recipes (LingBot-Depth, MetricAnything,
 DepthLM): random resized crops, horizontal flips, colour jitter, compression and sensor
@@ -34,6 +36,8 @@ from depth_perception.core.camera import Intrinsics
 
 # Keys resampled like depth (nearest neighbour, NaN padding).
 _DEPTH_KEYS = ("depth", "target", "prior")
+# Label maps: resampled like depth, padded with 0 (background) instead of NaN.
+_LABEL_KEYS = ("instance",)
 # 3-D points in the camera optical frame (mirrored by a flip).
 _POINT_KEYS = ("points", "radar_points")
 
@@ -73,12 +77,13 @@ class AugmentConfig:
 
 
 def _depth_like(sample: dict) -> list[str]:
-    return [k for k in _DEPTH_KEYS if sample.get(k) is not None]
+    """Depth maps and label maps present in ``sample`` (both resampled nearest)."""
+    return [k for k in (*_DEPTH_KEYS, *_LABEL_KEYS) if sample.get(k) is not None]
 
 
 def crop(sample: dict, x0: int, y0: int, width: int, height: int) -> dict:
     """Crop the window with top-left pixel (x0, y0); parts outside the image are padded
-    (rgb 0, depth / target NaN), so a window larger than the image is allowed."""
+    (rgb 0, depth / target NaN, labels 0), so a window larger than the image is allowed."""
     intr: Intrinsics = sample["intrinsics"]
     out = dict(sample)
     # Source and destination ranges of the overlap between window and image.
@@ -87,7 +92,7 @@ def crop(sample: dict, x0: int, y0: int, width: int, height: int) -> dict:
     dx0, dy0 = sx0 - x0, sy0 - y0
     for key in ["rgb", *_depth_like(sample)]:
         src = sample[key]
-        fill = 0 if key == "rgb" else np.nan
+        fill = 0 if key == "rgb" or key in _LABEL_KEYS else np.nan
         dst = np.full((height, width, *src.shape[2:]), fill, dtype=src.dtype)
         if sx1 > sx0 and sy1 > sy0:
             dst[dy0 : dy0 + sy1 - sy0, dx0 : dx0 + sx1 - sx0] = src[sy0:sy1, sx0:sx1]

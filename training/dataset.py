@@ -34,6 +34,15 @@ Requirements: build the DataLoader through :class:`ShardLoader` (it tells the da
 batch size, and refuses ``persistent_workers``, whose long-lived worker copies of the dataset
 would miss ``set_epoch`` / ``load_state_dict``); keep seed and manifest when resuming.
 
+Targets (FocusDepth). With ``instances=True`` a sample also carries its instance ids, augmented
+with the image (nearest, :mod:`training.augment`), and its target prompts re-measured on the
+augmented ids (:func:`visible_targets`: a crop or flip moves or cuts the boxes stored at
+extraction, so every box is recomputed from the augmented mask). With a
+:class:`TargetChoice` the dataset picks ONE of them per sample and epoch, keyed by (seed,
+epoch, sample key) as every other draw (:func:`training.tasks.base.sample_seed`, stream
+:data:`STREAM_TARGET`), among those with at least ``min_pixels`` pixels left, and a prompt kind
+(box, text or both) by the configured weights.
+
 Samples are read by random access (one ``pread`` per member, offsets from each shard's sidecar
 index); keep shards on storage that serves random reads well (local NVMe, a parallel file
 system), since a global permutation touches every shard every epoch.
@@ -43,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +64,15 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.core.prompts import points_to_sparse_depth
 from training.augment import AugmentConfig, augment
 from training.shards import ShardReader, decode_sample, read_manifest
+from training.tasks.base import sample_seed
 
 TARGETS = ("auto", "gt", "depth", "pseudo")
 # How an epoch's permutation is dealt out over ranks (recorded in the resume state).
 PARTITION = "interleaved"
+#: How a chosen target is prompted: its box, its class name, or both.
+PROMPT_KINDS = ("box", "text", "box_text")
+#: The target draw's random stream (continues :mod:`training.tasks.base`'s numbering, 0-7).
+STREAM_TARGET = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +141,95 @@ def to_tensors(sample: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """How a sample's one training target is drawn (module docstring).
+
+    ``kinds``: prompt kind (:data:`PROMPT_KINDS`) -> relative weight; ``min_pixels``: the least
+    number of mask pixels a target must keep after augmentation to be chosen (a sliver at the
+    crop's edge has no depth structure to learn and no meaningful box)."""
+
+    kinds: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in PROMPT_KINDS})
+    min_pixels: int = 20
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(PROMPT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown prompt kind(s) {unknown}; known: {list(PROMPT_KINDS)}")
+        weights = list(self.kinds.values())
+        if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"prompt kind weights must be >= 0 with a positive sum: {self.kinds}")
+        if self.min_pixels < 1:
+            raise ValueError(f"min_pixels must be >= 1, got {self.min_pixels}")
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the tightest pixel box around a non-empty boolean mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def visible_targets(instance: np.ndarray, stored: list[dict]) -> list[dict]:
+    """The stored targets (metadata ``targets``) still in the (augmented) instance map, sorted
+    by id: ``{"id", "text", "box": (x, y, w, h) of the mask, "pixels"}``. The stored box is not
+    used: it describes the image before augmentation."""
+    out = []
+    for t in sorted(stored, key=lambda t: int(t["id"])):
+        mask = instance == int(t["id"])
+        pixels = int(mask.sum())
+        if pixels:
+            out.append(
+                {
+                    "id": int(t["id"]),
+                    "text": str(t["text"]),
+                    "box": mask_box(mask),
+                    "pixels": pixels,
+                }
+            )
+    return out
+
+
+def choose_target(
+    targets: list[dict], choice: TargetChoice, seq: np.random.SeedSequence
+) -> tuple[dict | None, str]:
+    """(one of ``targets`` with >= ``min_pixels`` pixels, uniformly, or None; a prompt kind by
+    ``choice.kinds``' weights), both from ``seq`` (the sample's keyed seed)."""
+    rng = np.random.default_rng(seq)
+    eligible = [t for t in targets if t["pixels"] >= choice.min_pixels]
+    chosen = eligible[int(rng.integers(len(eligible)))] if eligible else None
+    kinds = list(choice.kinds)
+    weights = np.array([choice.kinds[k] for k in kinds], dtype=np.float64)
+    kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    return chosen, kind
+
+
+def target_tensors(
+    instance: np.ndarray, chosen: dict | None, kind: str
+) -> dict[str, torch.Tensor | str]:
+    """The chosen target as the trainer receives it: ``has_target``, ``target_mask`` (1, H, W)
+    bool, ``target_box`` (4,) float32 pixels (x, y, w, h; zeros without a target),
+    ``target_id`` (0 without), ``target_text`` ("" without), ``prompt_kind``."""
+    if chosen is None:
+        mask = np.zeros(instance.shape, bool)
+        box, tid, text = (0.0, 0.0, 0.0, 0.0), 0, ""
+    else:
+        mask = instance == chosen["id"]
+        box, tid, text = chosen["box"], chosen["id"], chosen["text"]
+    return {
+        "has_target": torch.tensor(chosen is not None),
+        "target_mask": torch.from_numpy(mask)[None],
+        "target_box": torch.tensor(box, dtype=torch.float32),
+        "target_id": torch.tensor(int(tid)),
+        "target_text": text,
+        "prompt_kind": kind,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------
 
@@ -142,7 +245,10 @@ class ShardDataset(IterableDataset):
     also ``prompt`` (1, H, W), the LiDAR points projected into the (augmented) image, 0 = none;
     with ``radar=True`` ``radar_prompt``, the same for the radar points; with ``prior=True``
     ``prior`` (1, H, W), the stored prior depth (``extract --prior``; 0 = none), augmented with
-    the image, and ``prior_name``, the prior it was computed with.
+    the image, and ``prior_name``, the prior it was computed with; with ``instances=True``
+    ``instance`` (1, H, W) int32 ids augmented with the image (0 = background; extract with
+    ``--instances``) and ``targets`` (:func:`visible_targets` of the augmented ids); with a
+    ``target_choice`` also the chosen target (:func:`target_tensors`).
 
     ``target``: "auto" = ground truth where the sample has it, else the raw depth (the
     self-supervised mode); "gt" = only shards whose every sample has ground truth; "depth" =
@@ -166,8 +272,12 @@ class ShardDataset(IterableDataset):
         radar: bool = False,
         prior: bool = False,
         gt_fraction: float = 0.0,
+        instances: bool = False,
+        target_choice: TargetChoice | None = None,
     ) -> None:
         super().__init__()
+        if target_choice is not None and not instances:
+            raise ValueError("target_choice needs instances=True")
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if not 0.0 <= gt_fraction <= 1.0:
@@ -193,6 +303,8 @@ class ShardDataset(IterableDataset):
         self.radar = radar
         self.prior = prior
         self.gt_fraction = float(gt_fraction)
+        self.instances = instances
+        self.target_choice = target_choice
         self.epoch = 0
         self.start = 0  # position in the epoch's permutation where the rank streams begin
         self.consumed = 0  # samples of this rank's stream handed to the trainer
@@ -302,6 +414,14 @@ class ShardDataset(IterableDataset):
                     "(python -m training.extract --prior lingbot ...)"
                 )
             sample["prior"] = raw["prior"]
+        if self.instances:
+            if raw["instance"] is None:
+                raise ValueError(
+                    f"{key} has no instance ids: extract the shards with --instances "
+                    "(python -m training.extract --instances ...) from bags with "
+                    "/ground_truth/instances"
+                )
+            sample["instance"] = raw["instance"]
         if self.augment_cfg is not None:
             # Per sample, not per worker: the same draw whoever loads it (exact resume).
             rng = np.random.default_rng([self.seed, epoch, sample_id])
@@ -318,6 +438,14 @@ class ShardDataset(IterableDataset):
         out["key"] = key
         if self.prior:
             out["prior_name"] = str(raw["meta"].get("prior", ""))
+        if self.instances:
+            instance = sample["instance"]
+            out["instance"] = torch.from_numpy(instance.astype(np.int32))[None]
+            out["targets"] = visible_targets(instance, raw["targets"])
+            if self.target_choice is not None:
+                seq = sample_seed(self.seed, epoch, key, STREAM_TARGET)
+                chosen, kind = choose_target(out["targets"], self.target_choice, seq)
+                out.update(target_tensors(instance, chosen, kind))
         return out
 
     def __iter__(self) -> Iterator[dict]:
@@ -359,6 +487,13 @@ def fit_to_size(item: dict, size: tuple[int, int]) -> dict:
     _, h, w = item["image"].shape
     if (w, h) == (W, H):
         return item
+    if "instance" in item:
+        # Boxes and chosen masks would have to be re-measured after the resize: give the
+        # samples one size with the augmentation (data.augment.out_size) instead.
+        raise ValueError(
+            f"samples with instance ids must already be {W}x{H} (got {w}x{h}): set "
+            "data.augment.out_size, not data.size / val.size"
+        )
     s = max(W / w, H / h)
     sw, sh = max(W, round(w * s)), max(H, round(h * s))
     x0, y0 = (sw - W) // 2, (sh - H) // 2

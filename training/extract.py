@@ -4,7 +4,8 @@ Usage::
 
     python -m training.extract BAG_OR_DIR [BAG_OR_DIR ...] --out DIR
         [--shard-size N] [--workers K] [--bag-group i/n] [--topic ROLE=TOPIC ...] [--slop S]
-        [--calibration YAML] [--lidar] [--radar] [--prior SPEC] [--gt-topic TOPIC]
+        [--calibration YAML] [--lidar] [--radar] [--prior SPEC] [--instances]
+        [--gt-topic TOPIC]
         [--stride S] [--rgb-format png|jpg] [--force] [--merge-only]
 
 Recordings under the inputs: directories holding a ``metadata.yaml`` (rosbag2, sqlite3 or
@@ -30,6 +31,16 @@ computed exactly as the teacher engine computes it at inference
 ``ma_student:<checkpoint>``). Each sample's metadata names the prior (``prior``) and its
 model (``prior_model``, with the weights' digest); the trainer refuses samples whose prior is
 not the configured one.
+
+``--instances`` stores the frame's instance ids (the simulator's ``/ground_truth/instances``,
+16UC1, 0 = background) as ``{key}.instance.png`` (16-bit PNG, lossless) and its target prompts
+(``/targets``: per object the instance id, the class name as text and the pixel box) as
+``targets`` in the sample's metadata: image-target-depth triplets for FocusDepth
+(``task: focusdepth``, ``sam3_pretrain``). Materials (diffuse / specular / transparent) are
+*not* stored: the bags carry no material topic, and the simulator does not map a class to one
+material (a bottle is specular or diffuse, a table has metal legs and a glass top; see
+``depth_perception/sim/scenes.py``), so the class name cannot stand in for it. A frame without
+instance ids (a real bag) gets no ``instance.png``; its targets are stored when it has them.
 
 Resumable: a bag is finished when ``DIR/{bag}.done`` exists (a JSON record of its shards,
 written last and atomically); a re-run skips finished bags and redoes the others from scratch
@@ -75,7 +86,7 @@ from tqdm import tqdm
 from depth_perception.core.depth import sanitize_depth
 from depth_perception.core.prompts import transform_points
 from depth_perception.io.calibration import load_calibration
-from depth_perception.io.frames import RGBDFrame
+from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.io.recording import (
     RECORDING_FILE_SUFFIXES,
     PairingStats,
@@ -110,6 +121,7 @@ class ExtractConfig:
     radar: bool = False  # also store radar points (camera optical frame) as {key}.radar.npy
     prior: str | None = None  # store this prior's depth as {key}.prior.npy (module docstring)
     prior_device: str = "cpu"  # where the prior model runs
+    instances: bool = False  # store instance ids ({key}.instance.png) and targets (metadata)
     stride: int = 1  # keep every stride-th frame (robot bags at 30 fps are very redundant)
     rgb_format: str = "png"  # "png" (lossless) or "jpg"
     jpeg_quality: int = 95
@@ -269,7 +281,7 @@ def frame_to_sample(
     topics = {"rgb": t.get("rgb"), "depth": t.get("depth"), "camera_info": t.get("rgb_info")}
     if frame.extra.get("registered"):
         topics["depth_registered_by"] = "depth_perception.core.registration.register_depth"
-    lidar = radar = prior = None
+    lidar = radar = prior = instance = None
     if optical_T_lidar is not None and frame.extra.get("lidar") is not None:
         lidar = _cloud_points(frame, "lidar", optical_T_lidar)
         topics["lidar"] = t.get("lidar")
@@ -290,6 +302,13 @@ def frame_to_sample(
     if cfg.prior:
         prior, meta["prior_model"] = compute_prior(frame, cfg.prior, cfg.prior_device)
         meta["prior"] = cfg.prior
+    if cfg.instances:
+        if frame.instance is not None:
+            instance = frame.instance
+            topics["gt_instances"] = t.get("gt_instances")
+        if frame.extra.get("targets") is not None:
+            topics["targets"] = t.get("targets")
+        meta["targets"] = [target_to_meta(x) for x in frame.extra.get("targets") or []]
     members = encode_sample(
         frame.rgb,
         frame.depth,
@@ -300,8 +319,18 @@ def frame_to_sample(
         cfg.jpeg_quality,
         radar=radar,
         prior=prior,
+        instance=instance,
     )
     return key, members
+
+
+def target_to_meta(target: Target) -> dict:
+    """A target prompt as stored in a sample's metadata (JSON)."""
+    return {
+        "id": int(target.target_id),
+        "text": str(target.text),
+        "box": [int(v) for v in target.box],
+    }
 
 
 _SLOT = 0  # this process's row for its per-bag progress bar (set by _init_worker)
@@ -379,15 +408,16 @@ def extract_bag(bag: Path, bag_id: str, cfg: ExtractConfig) -> dict:
 
 def extraction_options(cfg: ExtractConfig) -> dict:
     """What a bag's samples hold besides colour and depth (recorded in its ``.done``)."""
-    return {"lidar": cfg.lidar, "radar": cfg.radar, "prior": cfg.prior}
+    return {"lidar": cfg.lidar, "radar": cfg.radar, "prior": cfg.prior, "instances": cfg.instances}
 
 
 def _outdated(done: Path, cfg: ExtractConfig) -> str | None:
-    """Why a finished bag must be redone for ``cfg`` (radar or prior asked for but not stored,
-    or stored differently), or None. Records without options predate radar and prior."""
+    """Why a finished bag must be redone for ``cfg`` (radar, prior or instances asked for but
+    not stored, or stored differently), or None. Records without options predate radar and
+    prior, records without ``instances`` predate instances (none stored)."""
     options = json.loads(done.read_text()).get("options", {})
-    for name in ("radar", "prior"):
-        was = options.get(name, False if name == "radar" else None)
+    for name in ("radar", "prior", "instances"):
+        was = options.get(name, None if name == "prior" else False)
         if was != getattr(cfg, name):
             return f"{name} was {was!r}, is {getattr(cfg, name)!r}"
     return None
@@ -511,6 +541,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--prior-device", default="cpu", help="where the prior model runs (cpu, cuda, auto)"
     )
+    parser.add_argument(
+        "--instances",
+        action="store_true",
+        help="store instance ids (16-bit PNG) and target prompts per sample (FocusDepth)",
+    )
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th frame")
     parser.add_argument("--rgb-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--jpeg-quality", type=int, default=95)
@@ -545,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         radar=args.radar,
         prior=args.prior,
         prior_device=args.prior_device,
+        instances=args.instances,
         stride=args.stride,
         rgb_format=args.rgb_format,
         jpeg_quality=args.jpeg_quality,

@@ -13,7 +13,13 @@ sample (the key is a member name up to its first dot, as in WebDataset)::
     {key}.pseudo.npy                float32 metres, NaN = none: a teacher's pseudo-label
                                     (``python -m training.pseudo_label``; provenance in the
                                     metadata's ``pseudo_label``)
-    {key}.json                      metadata: intrinsics, stamp, bag, topics, self_supervised
+    {key}.instance.png              16-bit PNG of instance ids, 0 = background (``extract
+                                    --instances``: the simulator's ``/ground_truth/instances``)
+    {key}.json                      metadata: intrinsics, stamp, bag, topics, self_supervised;
+                                    with ``--instances`` also ``targets``: the frame's target
+                                    prompts ``[{"id", "text", "box": [x, y, w, h]}, ...]``
+                                    (``id`` = the instance id in ``instance.png`` for simulated
+                                    bags; ``box`` in the stored image's pixels)
 
 Next to every ``X.tar`` the writer puts ``X.idx.json``, the byte offset and size of every
 member. A loader that visits samples in a global random order then reads a sample with one
@@ -56,6 +62,7 @@ LIDAR_EXT = "lidar.npy"
 RADAR_EXT = "radar.npy"
 PRIOR_EXT = "prior.npy"
 PSEUDO_EXT = "pseudo.npy"
+INSTANCE_EXT = "instance.png"
 META_EXT = "json"
 
 # (key, [(ext, data offset, size), ...]) per sample, in tar order.
@@ -105,9 +112,11 @@ def encode_sample(
     jpeg_quality: int = 95,
     radar: np.ndarray | None = None,
     prior: np.ndarray | None = None,
+    instance: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """One sample's members (extension -> bytes). ``depth`` / ``gt`` are float32 metres;
-    ``prior`` (metres) is stored as float16 (it only enters scale-and-shift fits)."""
+    ``prior`` (metres) is stored as float16 (it only enters scale-and-shift fits);
+    ``instance`` (ids in [0, 65535]) as a lossless 16-bit PNG."""
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     if rgb_format == "png":
         ok, rgb_buf = cv2.imencode(".png", bgr)
@@ -131,6 +140,14 @@ def encode_sample(
         prior = np.asarray(prior, dtype=np.float32)
         prior = np.where(np.isfinite(prior) & (prior > 0), prior, np.nan)
         members[PRIOR_EXT] = _npy_bytes(prior.astype(np.float16))
+    if instance is not None:
+        ids = np.asarray(instance)
+        if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.uint16).max):
+            raise ValueError("instance ids must be in [0, 65535] to fit a 16-bit PNG")
+        ok, instance_buf = cv2.imencode(".png", ids.astype(np.uint16))
+        if not ok:
+            raise RuntimeError("could not encode the instance image")
+        members[INSTANCE_EXT] = instance_buf.tobytes()
     # sort_keys: the same sample always serializes to the same bytes.
     members[META_EXT] = json.dumps(meta, sort_keys=True).encode()
     return members
@@ -138,8 +155,9 @@ def encode_sample(
 
 def decode_sample(members: dict[str, bytes]) -> dict:
     """Members -> {rgb (H,W,3) uint8 RGB, depth float32 m NaN holes, gt | None, lidar | None,
-    radar | None, prior (float32 m, NaN = none) | None, pseudo (float32 m) | None, meta dict,
-    intrinsics}."""
+    radar | None, prior (float32 m, NaN = none) | None, pseudo (float32 m) | None, instance
+    ((H, W) uint16 ids, 0 = background) | None, targets (the metadata's list, [] without
+    one), meta dict, intrinsics}."""
     rgb_ext = next((e for e in RGB_EXTS if e in members), None)
     if rgb_ext is None or DEPTH_EXT not in members or META_EXT not in members:
         raise ValueError(f"incomplete sample, members: {sorted(members)}")
@@ -153,6 +171,13 @@ def decode_sample(members: dict[str, bytes]) -> dict:
         return np.load(io.BytesIO(members[ext]), allow_pickle=False) if ext in members else None
 
     prior = npy(PRIOR_EXT)
+    instance = None
+    if INSTANCE_EXT in members:
+        instance = cv2.imdecode(
+            np.frombuffer(members[INSTANCE_EXT], np.uint8), cv2.IMREAD_UNCHANGED
+        )
+        if instance is None or instance.dtype != np.uint16 or instance.ndim != 2:
+            raise ValueError("could not decode the 16-bit instance image")
     return {
         "rgb": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
         "depth": depth_from_mm(raw),
@@ -161,6 +186,8 @@ def decode_sample(members: dict[str, bytes]) -> dict:
         "radar": npy(RADAR_EXT),
         "prior": None if prior is None else prior.astype(np.float32),
         "pseudo": npy(PSEUDO_EXT),
+        "instance": instance,
+        "targets": list(meta.get("targets", [])),
         "meta": meta,
         "intrinsics": intrinsics_from_meta(meta["intrinsics"]),
     }
@@ -186,6 +213,7 @@ class ShardRecord:
     n_gt: int  # samples with a gt.npy member
     n_lidar: int
     n_pseudo: int = 0  # samples with a pseudo.npy member (a teacher's pseudo-label)
+    n_instances: int = 0  # samples with an instance.png member (extract --instances)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -232,7 +260,7 @@ class ShardWriter:
         self._tmp: Path | None = None
         self._index: ShardIndex = []
         self._stamps: list[int] = []
-        self._n_gt = self._n_lidar = self._n_pseudo = 0
+        self._n_gt = self._n_lidar = self._n_pseudo = self._n_instances = 0
 
     def shard_path(self, k: int) -> Path:
         """The ``k``-th shard this writer writes."""
@@ -242,7 +270,7 @@ class ShardWriter:
         self._tmp = self.shard_path(len(self.records)).with_suffix(".tar.tmp")
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
         self._index, self._stamps = [], []
-        self._n_gt = self._n_lidar = self._n_pseudo = 0
+        self._n_gt = self._n_lidar = self._n_pseudo = self._n_instances = 0
 
     def write(self, key: str, members: dict[str, bytes], stamp_ns: int) -> None:
         """Append one sample; ``key`` must not contain dots (they separate the extension)."""
@@ -267,6 +295,7 @@ class ShardWriter:
         self._n_gt += GT_EXT in members
         self._n_lidar += LIDAR_EXT in members
         self._n_pseudo += PSEUDO_EXT in members
+        self._n_instances += INSTANCE_EXT in members
         if len(self._index) >= self.shard_size:
             self._finish()
 
@@ -290,6 +319,7 @@ class ShardWriter:
                 n_gt=self._n_gt,
                 n_lidar=self._n_lidar,
                 n_pseudo=self._n_pseudo,
+                n_instances=self._n_instances,
             )
         )
         self._tar = self._tmp = None
