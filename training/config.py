@@ -31,7 +31,7 @@ STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("step", "cosine", "constant")
 #: Training methods (``task``; :mod:`training.tasks`).
-TASKS = ("lingbot", "ma_teacher", "ma_student")
+TASKS = ("lingbot", "ma_teacher", "ma_student", "focusdepth", "da2_pretrain", "sam3_pretrain")
 
 
 @dataclass
@@ -157,6 +157,42 @@ class StudentConfig:
 
 
 @dataclass
+class FocusConfig:
+    """``task: focusdepth`` (and the ``focus`` keys its pretraining tasks read; see
+    :mod:`training.tasks.focusdepth`).
+
+    ``stage``: 1 (MSSA only), 2 (MSSA, depth decoder, SAM3's prompt-guided transformer and
+    mask decoder) or ``da2_ft`` (the DA2 fine-tuning baseline: DA2 alone, MSSA bypassed in
+    training and its gates closed in the export). Both branches see the image resized to
+    ``input_size`` S x S (a multiple of 14); the outputs are resized back to the sample.
+    """
+
+    stage: int | str = 1
+    input_size: int = 56  # S (1008 in the paper)
+    band_radius: int = 10  # r of the boundary band B = dilate(M) - erode(M)
+    # Prompt kind -> weight, drawn per sample and epoch with the target (box | text | box_text)
+    prompt_kinds: dict[str, float] = field(
+        default_factory=lambda: {"box": 1.0, "text": 1.0, "box_text": 1.0}
+    )
+    val_prompt: str = "box_text"  # the one prompt kind validation uses
+    min_target_pixels: int = 20  # a target must keep this many mask pixels after augmentation
+    # Initialisation without model.init_checkpoint (our FocusDepth dir): the pretrained DA2
+    # and SAM3 parts as local transformers dirs (both, or neither: then model.preset).
+    init_da2: str | None = None
+    init_sam3: str | None = None
+    # A CLIP tokenizer dir for a preset / SAM3 trained from scratch; None: a tiny one covering
+    # the simulator's class names is written into the run dir.
+    tokenizer: str | None = None
+    glb_weight: float = 1.0  # L = glb L_glb + fg L_fg + bd L_bd + seg L_seg (paper: all 1)
+    fg_weight: float = 1.0
+    bd_weight: float = 1.0
+    seg_weight: float = 1.0
+    grad_weight: float = 1.0  # gradient matching term inside each region loss
+    da2_ft_train_encoder: bool = True  # da2_ft: the whole DA2 (true) or only its decoder
+    score_weight: float = 1.0  # sam3_pretrain: BCE on the matched query's score + presence
+
+
+@dataclass
 class ParamGroupConfig:
     """Parameters whose name matches any fnmatch ``patterns`` (first matching group wins)."""
 
@@ -241,7 +277,7 @@ class TrainConfig:
     """A whole training run."""
 
     name: str = "run"
-    task: str = "lingbot"  # the training method: lingbot | ma_teacher | ma_student
+    task: str = "lingbot"  # the training method: one of TASKS
     run_dir: str = "out/train/run"
     seed: int = 0
     iterations: int = 1000
@@ -260,6 +296,7 @@ class TrainConfig:
     dist: DistConfig = field(default_factory=DistConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    focus: FocusConfig = field(default_factory=FocusConfig)
 
     def validate(self) -> TrainConfig:
         """Check the choices the trainer cannot recover from later; returns self."""

@@ -4,13 +4,16 @@
 RGB-D completion by masked depth modeling), ``ma_teacher``
 (:class:`~training.tasks.ma_teacher.MetricAnythingTeacherTask`, the prompted MetricAnything
 teacher) or ``ma_student`` (:class:`~training.tasks.ma_student.MetricAnythingStudentTask`, its
-prompt-free student distilled from pseudo-labels). :mod:`training.tasks.base` says what a
-task provides.
+prompt-free student distilled from pseudo-labels), ``focusdepth``
+(:class:`~training.tasks.focusdepth.FocusDepthTask`, prompt-focused refinement of Depth
+Anything V2: stages 1 / 2 and the DA2-ft baseline), ``da2_pretrain`` / ``sam3_pretrain``
+(:mod:`training.tasks.focus_pretrain`, its tiny DA2 and SAM3 parts on synthetic data).
+:mod:`training.tasks.base` says what a task provides.
 """
 
 from __future__ import annotations
 
-from training.config import TrainConfig
+from training.config import TASKS, TrainConfig
 from training.tasks.base import Task
 
 
@@ -28,7 +31,19 @@ def task_class(name: str) -> type[Task]:
         from training.tasks.ma_student import MetricAnythingStudentTask
 
         return MetricAnythingStudentTask
-    raise ValueError(f"unknown task {name!r}: lingbot, ma_teacher or ma_student")
+    if name == "focusdepth":
+        from training.tasks.focusdepth import FocusDepthTask
+
+        return FocusDepthTask
+    if name == "da2_pretrain":
+        from training.tasks.focus_pretrain import Da2PretrainTask
+
+        return Da2PretrainTask
+    if name == "sam3_pretrain":
+        from training.tasks.focus_pretrain import Sam3PretrainTask
+
+        return Sam3PretrainTask
+    raise ValueError(f"unknown task {name!r}: one of {TASKS}")
 
 
 def build_task(cfg: TrainConfig) -> Task:
