@@ -28,7 +28,8 @@ Topic layout written (:class:`BagTopics` defaults, the nodes' inputs under ``/ca
   visible graspable object;
 - ``/ground_truth/depth``: sensor_msgs/Image, 32FC1 metres, NaN = unknown;
 - ``/ground_truth/instances``: sensor_msgs/Image, 16UC1 instance ids, 0 = background (decode
-  with ``conversions.image_to_numpy``).
+  with ``conversions.image_to_numpy``); their materials in ``ground_truth_materials.yaml``
+  (:data:`MATERIALS_FILE`) beside ``calibration.yaml``.
 
 Every message of a frame has the same header stamp, also used as the bag (receive) time.
 """
@@ -88,6 +89,11 @@ log = logging.getLogger(__name__)
 BAG_VERSION = 9
 #: File written inside the bag directory next to metadata.yaml (``ros2 bag`` ignores it).
 CALIBRATION_FILE = "calibration.yaml"
+#: Instance id -> material (diffuse | specular | transparent) of a simulated bag's objects, as a
+#: file beside ``calibration.yaml``: evaluation reports the transparent and specular targets
+#: separately. A file, not a topic: the materials are the scene's (constant over the recording),
+#: are ground truth for scoring only (no node takes them), and any reader can open it.
+MATERIALS_FILE = "ground_truth_materials.yaml"
 MSG_PACKAGE = "depth_perception_msgs"
 _STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 _NS = 1_000_000_000
@@ -375,7 +381,8 @@ def write_frames_bag(
     """Record already-decoded frames (e.g. real captures) into a new bag at ``path``.
 
     Per frame: colour (rgb8), both camera_infos, depth (16UC1 mm by default), and when present
-    ground truth (``gt_depth``, ``instance``) and ``extra`` items ``targets`` (list of
+    ground truth (``gt_depth``, ``instance``; ``extra["materials"]``, instance id -> material,
+    into :data:`MATERIALS_FILE`) and ``extra`` items ``targets`` (list of
     :class:`Target`), ``lidar`` / ``radar`` (structured arrays in ``lidar_frame_id`` /
     ``radar_frame_id``, default ``lidar_link`` / ``radar_link``). With a ``calibration``, its
     extrinsics go on ``/tf_static`` (stamped with the first frame) and the file is saved as
@@ -385,16 +392,20 @@ def write_frames_bag(
     path = Path(path)
     n = 0
     total = len(frames) if hasattr(frames, "__len__") else None
+    materials: dict[int, str] = {}
     with _BagWriter(path, storage) as w:
         for frame in tqdm(frames, total=total, desc=f"bag {path.name}", disable=not progress):
             if n == 0 and calibration is not None and calibration.extrinsics:
                 data = tf_static_bytes(calibration.extrinsics, frame.stamp_ns)
                 w.write(topics.tf_static, _TF, frame.stamp_ns, data, qos=[TF_STATIC_QOS])
             _write_frame(w, frame, topics, depth_encoding)
+            materials.update(frame.extra.get("materials") or {})
             n += 1
         if n == 0:
             raise ValueError("no frames to write")
     cal_path = save_calibration(calibration, path / CALIBRATION_FILE) if calibration else None
+    if materials:
+        save_materials(materials, path / MATERIALS_FILE)
     return BagSummary(
         path=path,
         storage=storage,
@@ -404,6 +415,30 @@ def write_frames_bag(
         end_ns=int(w.end_ns),
         calibration_path=cal_path,
     )
+
+
+def save_materials(materials: dict[int, str], path: str | Path) -> Path:
+    """Write instance id -> material as :data:`MATERIALS_FILE` (YAML, ids in order)."""
+    import yaml
+
+    path = Path(path)
+    body = {"materials": {int(k): str(v) for k, v in sorted(materials.items())}}
+    path.write_text(
+        "# Instance id (as /ground_truth/instances) -> material of the simulated object.\n"
+        + yaml.safe_dump(body, sort_keys=False)
+    )
+    return path
+
+
+def bag_materials(path: str | Path) -> dict[int, str]:
+    """Instance id -> material of a recording (its :data:`MATERIALS_FILE`); {} without one."""
+    import yaml
+
+    file = Path(path) / MATERIALS_FILE
+    if not file.is_file():
+        return {}
+    data = yaml.safe_load(file.read_text()) or {}
+    return {int(k): str(v) for k, v in (data.get("materials") or {}).items()}
 
 
 def write_sim_bag(
@@ -417,7 +452,7 @@ def write_sim_bag(
 
     The raw depth goes on the depth topic (16UC1 mm, 0 = hole, like a RealSense / Orbbec
     driver), the rendered depth and instance ids on the ground-truth topics, the rig on
-    ``/tf_static`` and ``calibration.yaml``.
+    ``/tf_static`` and ``calibration.yaml``, the objects' materials in :data:`MATERIALS_FILE`.
     """
     # Imported here: reading bags must not need the simulator (open3d) on a training cluster.
     from depth_perception.sim.sequence import generate_sequence, sequence_calibration
@@ -667,12 +702,15 @@ def _deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
 __all__ = [
     "BAG_VERSION",
     "CALIBRATION_FILE",
+    "MATERIALS_FILE",
     "BagOpenError",
     "BagReadError",
     "BagSummary",
     "BagTopics",
+    "bag_materials",
     "bag_typestore",
     "canonical_cdr",
+    "save_materials",
     "seal_mcap_crcs",
     "targets_from_msg",
     "targets_to_msg",

@@ -27,7 +27,7 @@ from depth_perception.core.camera import Intrinsics
 from depth_perception.io.calibration import Calibration, Extrinsic, invert_transform
 from depth_perception.io.frames import RGBDFrame, Target
 from depth_perception.sim.render import RenderedView, random_intrinsics, render_view
-from depth_perception.sim.scenes import Scene, make_scene
+from depth_perception.sim.scenes import MATERIALS, Scene, make_scene
 from depth_perception.sim.sensors import (
     LidarConfig,
     RadarConfig,
@@ -128,7 +128,11 @@ class SimFrame:
 
     def to_rgbd_frame(self) -> RGBDFrame:
         """The frame as every reader yields it: raw depth as ``depth``, rendered as ``gt_depth``."""
-        extra: dict = {"targets": list(self.targets), "world_T_base": self.world_T_base}
+        extra: dict = {
+            "targets": list(self.targets),
+            "world_T_base": self.world_T_base,
+            "materials": instance_materials(self.view),
+        }
         if self.lidar is not None:
             extra["lidar"], extra["lidar_frame_id"] = self.lidar, self.lidar_frame
         if self.radar is not None:
@@ -142,6 +146,19 @@ class SimFrame:
             instance=self.view.instance,
             extra=extra,
         )
+
+
+def instance_materials(view: RenderedView) -> dict[int, str]:
+    """Instance id -> material name (:data:`~depth_perception.sim.scenes.MATERIALS`) of the
+    objects visible in ``view``, read off its per-pixel labels: evaluation reports transparent
+    and specular targets separately, and a bag keeps this (``io.bag.MATERIALS_FILE``)."""
+    ids, first = np.unique(np.asarray(view.instance).ravel(), return_index=True)
+    codes = np.asarray(view.material).ravel()[first]
+    return {
+        int(i): MATERIALS[int(c)]
+        for i, c in zip(ids, codes, strict=True)
+        if i > 0 and c < len(MATERIALS)
+    }
 
 
 def _rng(cfg: SequenceConfig, *stream: int) -> np.random.Generator:
