@@ -13,8 +13,10 @@ from depth_perception.core.prompts import CLOUD_SOURCES, DEFAULT_MAX_PROMPT_AGE,
 from depth_perception.engines.base import (
     PROMPT_INPUTS,
     RGBD_INPUTS,
+    CompletionResult,
     Engine,
     EngineInputs,
+    FrameInputs,
     input_roles,
 )
 from depth_perception.engines.classical import ClassicalFillEngine
@@ -42,6 +44,9 @@ class Pipeline:
     exactly it on the depth topic (32FC1, :attr:`depth_encoding`): offline and over DDS the
     engine is given the same prompt. ``range_caps_m``: also score MAE / RMSE in millimetres over the
     ground truth within 0 to each cap (the paper's radar protocol, Table 2).
+
+    ``offline_only``: why the pipeline has no single node to replay over DDS (an evaluation in
+    DDS mode skips it with that note, :class:`OfflineOnlyError`).
     """
 
     name: str
@@ -55,6 +60,8 @@ class Pipeline:
     max_prompt_age: float = DEFAULT_MAX_PROMPT_AGE  # seconds, as the node's parameter
     synthetic_prompt: str = ""  # a PROMPT_KINDS kind replacing the sensor depth (see above)
     range_caps_m: tuple[float, ...] = ()  # MAE / RMSE (mm) over ground truth in 0..cap m
+    #: Why it runs offline only (not as one node: e.g. a chain of two); empty: it runs over DDS.
+    offline_only: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.prompt_sources) - set(PROMPT_SOURCES)
@@ -273,6 +280,72 @@ def _teacher_student_prior(student: str | None = None, teacher: str | None = Non
     )
 
 
+class FocusChainEngine(Engine):
+    """The grasp chain in one process: a completion engine's depth (``lingbot_aligned``'s) is
+    FocusDepth's metric reference, as launch/grasp_perception.launch.py wires
+    rgbd_completion_node -> focus_depth_node. Offline only: the DDS replay runs one node."""
+
+    def __init__(self, completion: Engine, focus: Engine) -> None:
+        self.completion = completion
+        self.focus = focus
+        self.inputs = focus.inputs
+        self.model_id = f"{completion.model_id} -> {focus.model_id}"
+
+    def reference(self, frame: FrameInputs) -> np.ndarray:
+        """The completed depth FocusDepth fits to (the completion engine's output)."""
+        return self.completion.run(replace(frame, targets=None)).depth
+
+    def run(self, frame: FrameInputs) -> CompletionResult:
+        return self.focus.run(replace(frame, depth=self.reference(frame)))
+
+
+#: The FocusDepth pipelines: the sensor depth as the metric reference, or the grasp chain's
+#: completed depth (``lingbot_aligned`` first).
+FOCUSDEPTH = ("focusdepth", "focusdepth_chain")
+_CHAIN_REFERENCE = "lingbot_aligned"
+
+
+def _focusdepth(checkpoint: str | None = None, chain: bool = False) -> Pipeline:
+    """``focusdepth`` (``chain``: ``focusdepth_chain``); ``checkpoint``: the FocusDepth model
+    (None: the one shipped in models/; :func:`get_pipeline` skips the pipeline with a note while
+    there is none). The chain's completion is always the shipped ``lingbot_aligned``.
+
+    A DA2-ft baseline (training's ``da2_ft`` stage) exports an ordinary FocusDepth checkpoint
+    with its MSSA gates closed, so ``checkpoint`` evaluates it through the same pipelines."""
+    from depth_perception.engines.focusdepth import (
+        FOCUS_INPUTS,
+        FocusDepthEngine,
+        FocusDepthEngineConfig,
+    )
+
+    cfg = FocusDepthEngineConfig(checkpoint=checkpoint or "")
+    what = f"FocusDepth ({checkpoint or 'shipped model'})"
+    common = dict(
+        executable="focus_depth_node",
+        params_file="focus_depth.yaml",
+        parameters={"checkpoint": checkpoint} if checkpoint else {},
+        inputs=FOCUS_INPUTS,
+    )
+    if not chain:
+        return Pipeline(
+            name="focusdepth",
+            description=f"{what}, the sensor depth as metric reference",
+            make_engine=lambda: FocusDepthEngine(cfg),
+            **common,
+        )
+    completion = PIPELINES[_CHAIN_REFERENCE]
+    return Pipeline(
+        name="focusdepth_chain",
+        description=f"{what}, {_CHAIN_REFERENCE}'s completed depth as metric reference",
+        make_engine=lambda: FocusChainEngine(completion.make_engine(), FocusDepthEngine(cfg)),
+        offline_only=(
+            f"the chain {completion.executable} -> focus_depth_node is two nodes and the DDS "
+            "replay launches one; evaluate it with --mode offline"
+        ),
+        **common,
+    )
+
+
 PIPELINES: dict[str, Pipeline] = {
     p.name: p
     for p in (
@@ -317,6 +390,7 @@ PIPELINES.update(
 PIPELINES.update(
     (p.name, p) for p in (_student(), _CONSTANT_MEDIAN_ENTRY, _teacher_student_prior())
 )
+PIPELINES.update((p.name, p) for p in (_focusdepth(), _focusdepth(chain=True)))
 # What every report compares a learned model against: hole fills of the sensor depth, and
 # colour-guided upsampling of the LiDAR prompt when the recording has a LiDAR.
 BASELINES = ("nearest", "inpaint_telea", "ipbasic")
@@ -329,18 +403,24 @@ MA_TEACHER = tuple(f"ma_teacher_{prompt}" for prompt in TEACHER_PROMPTS)
 #: training median, the prior). Compare with ``ma_teacher_lidar`` (the teacher's own prior).
 MA_STUDENT = ("ma_student", "constant_median", STUDENT_PRIOR_PIPELINE)
 #: The pipelines whose model ``--checkpoint`` / :func:`get_pipeline` can replace.
-TAKES_CHECKPOINT = (*LEARNED, *MA_TEACHER, *MA_STUDENT)
+TAKES_CHECKPOINT = (*LEARNED, *MA_TEACHER, *MA_STUDENT, *FOCUSDEPTH)
 # Names the CLI accepts besides the pipelines themselves.
 PIPELINE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(PIPELINES),
     "learned": LEARNED,
     "ma_teacher": MA_TEACHER,
     "ma_student": MA_STUDENT,
+    "focusdepth": FOCUSDEPTH,
 }
 
 
 class MissingInputError(ValueError):
     """A pipeline needs an input the recording does not provide (e.g. a LiDAR scan)."""
+
+
+class OfflineOnlyError(MissingInputError):
+    """A pipeline asked to run over DDS that runs offline only (``Pipeline.offline_only``):
+    skipped with that note, as a pipeline whose inputs the recording lacks."""
 
 
 def expand_pipelines(names: list[str]) -> list[str]:
@@ -415,6 +495,18 @@ def _connects(calibration: Calibration | None, parent: str, child: str) -> bool:
     return True
 
 
+def _shipped_focusdepth() -> None:
+    """:class:`MissingInputError` when models/ has no FocusDepth yet: ``--pipeline all`` skips
+    the FocusDepth pipelines with a note instead of stopping (``--checkpoint`` names one)."""
+    from depth_perception.engines.focusdepth import default_focusdepth_path
+
+    path = default_focusdepth_path()
+    if not path.exists():
+        raise MissingInputError(
+            f"no FocusDepth model shipped at {path} yet: give one with --checkpoint"
+        )
+
+
 def get_pipeline(name: str, checkpoint: str | None = None, teacher: str | None = None) -> Pipeline:
     """The named pipeline; ``checkpoint`` swaps the model of a learned one (for the
     :data:`MA_STUDENT` pipelines: the student, i.e. also the constant's training median and the
@@ -427,12 +519,16 @@ def get_pipeline(name: str, checkpoint: str | None = None, teacher: str | None =
         raise ValueError(f"pipeline {name!r} takes no separate teacher")
     if name == STUDENT_PRIOR_PIPELINE:
         return _teacher_student_prior(checkpoint, teacher) if checkpoint or teacher else pipeline
+    if name in FOCUSDEPTH and checkpoint is None:
+        _shipped_focusdepth()
     if name == "constant_median":
         return _constant_median(checkpoint)
     if checkpoint is None:
         return pipeline
     if name == "ma_student":
         return _student(str(checkpoint))
+    if name in FOCUSDEPTH:
+        return _focusdepth(str(checkpoint), chain=name == "focusdepth_chain")
     if name in MA_TEACHER:
         return _teacher(name.removeprefix("ma_teacher_"), str(checkpoint))
     if name not in LEARNED:
