@@ -48,12 +48,20 @@ from depth_perception.engines.base import (
 )
 from depth_perception.eval.pipelines import (
     MissingInputError,
+    OfflineOnlyError,
     Pipeline,
     frame_cloud,
     get_pipeline,
     missing_inputs,
 )
 from depth_perception.eval.report import FrameResult, ReportWriter, Summary
+from depth_perception.eval.targets import (
+    ROW_FIELDS,
+    per_target_table,
+    summarize_rows,
+    target_rows,
+    write_rows_csv,
+)
 from depth_perception.io.calibration import Calibration
 from depth_perception.io.frames import RGBDFrame
 
@@ -328,6 +336,7 @@ def chain_bags(
     calibration, else the bag's own); stamps shifted so they keep increasing across bags
     (recordings often all start at the same time). A recording that yields no frame is a
     :class:`~depth_perception.io.recording.RecordingError` saying why."""
+    from depth_perception.io.bag import bag_materials
     from depth_perception.io.recording import (
         PairingStats,
         ReadOptions,
@@ -340,6 +349,7 @@ def chain_bags(
     offset = last = 0
     for bag in bags:
         calibration = options.calibration or bag_calibration(bag)
+        materials = bag_materials(bag)
         first = None
         stats = PairingStats()
         for frame in read_rgbd_frames(
@@ -349,6 +359,8 @@ def chain_bags(
                 first = frame.stamp_ns
                 offset = max(0, last + 100_000_000 - first)  # 0.1 s after the previous bag
             frame.extra["calibration"] = calibration
+            if materials:
+                frame.extra.setdefault("materials", materials)
             frame = replace(frame, stamp_ns=frame.stamp_ns + offset)
             last = frame.stamp_ns
             yield frame
@@ -456,8 +468,18 @@ def evaluate(
     pipeline whose inputs the frames lack raises :class:`MissingInputError` before anything is
     written. When the frames stop at an unreadable record, the frames scored so far are reported
     and the summary says ``truncated`` (with the reason).
+
+    Frames with ground-truth instances and targets are also scored per target
+    (:mod:`depth_perception.eval.targets`: planner geometry, aligned FDE-Bench regions): one row
+    per target in ``targets.csv``, median / Q25 / Q75 (all, per material) in the summary's
+    ``per_target`` and report.md. A pipeline that runs offline only raises
+    :class:`~depth_perception.eval.pipelines.OfflineOnlyError` in DDS mode.
     """
     pipeline = get_pipeline(cfg.pipeline, cfg.checkpoint, cfg.teacher)
+    if cfg.mode == "dds" and pipeline.offline_only:
+        raise OfflineOnlyError(
+            f"pipeline {pipeline.name} runs offline only: {pipeline.offline_only}"
+        )
     truncation = _Truncation()
     frames = pipeline_frames(pipeline, _until_unreadable(frames, truncation), calibration)
     writer = ReportWriter(out_dir, pipeline.name, title, figure_every=cfg.figure_every)
@@ -467,10 +489,18 @@ def evaluate(
     bar = tqdm(total=total, desc=f"{pipeline.name} ({cfg.mode})", unit="frame", leave=False)
     missing = 0
     all_targets: list[dict] = []
+    target_table: list[dict] = []  # one row per target (targets.csv)
     t_start = time.monotonic()
     extra: dict[str, object] = {"mode": cfg.mode, "pipeline_description": pipeline.description}
 
-    def record(index: int, frame: RGBDFrame, pred: np.ndarray | None, latency: float | None):
+    def record(
+        index: int,
+        frame: RGBDFrame,
+        pred: np.ndarray | None,
+        latency: float | None,
+        results: list | None = None,
+    ):
+        """Score one frame; ``results``: a FocusDepth engine's per-target results (offline)."""
         nonlocal missing
         bar.update(1)
         if pred is None:
@@ -479,6 +509,7 @@ def evaluate(
         metrics = completion_metrics(
             frame, pred, all_targets, pipeline.range_caps_m, cfg.depth_bins_m
         )
+        target_table.extend(target_rows(frame, pred, results, index))
         writer.add_frame(
             FrameResult(index, frame.stamp_ns, pipeline.name, metrics, latency),
             {"rgb": frame.rgb, "input_depth": frame.depth, "pred": pred, "gt": frame.gt_depth},
@@ -489,7 +520,10 @@ def evaluate(
         for i, (frame, inputs) in enumerate(frames):
             t0 = time.perf_counter()
             result = run_offline(engine, inputs)
-            record(i, frame, result.depth, (time.perf_counter() - t0) * 1e3)
+            # A FocusDepth engine's own target clouds are scored (eval.targets); over DDS the
+            # node's depth is, inside the ground-truth masks.
+            results = (result.targets or []) if engine.inputs.targets else None
+            record(i, frame, result.depth, (time.perf_counter() - t0) * 1e3, results)
         extra["model_id"] = engine.model_id
     elif cfg.mode == "dds":
         # Imported here so offline evaluation (e.g. inside training) needs no ROS.
@@ -536,4 +570,15 @@ def evaluate(
     if all_targets:
         # FocusDepth aggregation over every target of the run: median and quartiles per region
         extra["targets"] = {"n": len(all_targets), **aggregate_targets(all_targets)}
-    return writer.finish(extra, truncated_reason=truncation.reason)
+    if target_table:
+        # Per target (eval.targets): planner geometry and aligned FDE-Bench regions.
+        extra["per_target"] = summarize_rows(target_table)
+        write_rows_csv(Path(out_dir) / "targets.csv", target_table, ROW_FIELDS)
+    summary = writer.finish(extra, truncated_reason=truncation.reason)
+    if target_table:
+        with (Path(out_dir) / "report.md").open("a") as f:
+            f.write(
+                "\n## Per target (median [Q25, Q75]; targets.csv)\n\n"
+                + per_target_table({pipeline.name: extra["per_target"]})
+            )
+    return summary

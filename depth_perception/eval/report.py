@@ -5,6 +5,7 @@ Layout of ``out_dir`` after :meth:`ReportWriter.finish`::
     summary.json        mean / median / n per metric, latency stats, real-time factor, extras
     frames.csv          one row per frame (index, stamp, pipeline, latency, metrics, extras)
     report.md           Markdown table of the summary plus links to the figures
+    targets.csv         one row per target (eval.targets; recordings with instances + targets)
     figures/frame_XXXX.png   side-by-side panels every ``figure_every`` frames
 
 Non-finite numbers are written as JSON ``null`` / empty CSV cells so every file parses with
