@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from depth_perception.eval.pipelines import (
     BASELINES,
+    FOCUSDEPTH,
     PIPELINE_GROUPS,
     PIPELINES,
     STUDENT_PRIOR_PIPELINE,
@@ -125,7 +126,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         action="append",
         choices=[*sorted(PIPELINES), *PIPELINE_GROUPS],
         help="pipeline to evaluate (repeat for several; 'all': every pipeline, 'learned': the "
-        "learned ones; default: the classical baselines)",
+        "learned ones, 'focusdepth': FocusDepth on the sensor depth and on lingbot_aligned's; "
+        "default: the classical baselines)",
     )
     p.add_argument("--out", type=Path, default=Path("out/eval"), help="report directory")
     p.add_argument(
@@ -144,8 +146,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="learned and ma_teacher_* pipelines: model dir, official model.pt or preset "
-        "(default: the shipped model; one method's pipelines at a time)",
+        help="learned, ma_teacher_* and focusdepth* pipelines: model dir, official model.pt or "
+        "preset (default: the shipped model; one method's pipelines at a time)",
     )
     p.add_argument(
         "--teacher",
@@ -184,10 +186,13 @@ def _run_eval(
     every pipeline's run there, and the frames scored before it are still reported.
     """
     from depth_perception.eval.evaluate import EvalConfig, evaluate, table_metrics
+    from depth_perception.eval.prompt_study import evaluate_prompts, study_table
     from depth_perception.eval.report import compare_table
+    from depth_perception.eval.targets import per_target_table
 
     out = _output_dir(out or args.out)
     summaries, notes, truncated = {}, [], None
+    studies: dict[str, dict] = {}
     for name in expand_pipelines(args.pipeline or list(BASELINES)):
         cfg = EvalConfig(
             pipeline=name,
@@ -207,6 +212,9 @@ def _run_eval(
             continue
         summaries[name] = summary.to_dict()
         truncated = summary.truncated_reason or truncated
+        if getattr(args, "prompt_study", False) and name in FOCUSDEPTH:
+            studies[name] = evaluate_prompts(frames_factory(), cfg, out / name)
+            print(f"{name}: prompt study -> {out / name / 'prompt_study.md'}")
         rtf = summary.real_time_factor
         print(
             f"{name}: {summary.frames} frames, real-time factor {rtf:.2f}"
@@ -222,6 +230,16 @@ def _run_eval(
             f"`{PROG}` exited with status 1.\n\n"
         )
     text += table + "".join(f"\n- {note}" for note in notes)
+    per_target = {
+        n: s["extra"]["per_target"] for n, s in summaries.items() if s["extra"].get("per_target")
+    }
+    if per_target:
+        text += (
+            "\n\n## Per target (median [Q25, Q75] over targets; each pipeline's targets.csv)\n\n"
+            + per_target_table(per_target)
+        )
+    for name, study in studies.items():
+        text += f"\n\n## Prompt correctness: {name} (means over targets)\n\n" + study_table(study)
     (out / "comparison.md").write_text(text + "\n")
     print(table)
     if truncated:
@@ -468,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="LingBot-Depth protocol: the input is the ground truth corrupted at this level",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--prompt-study",
+        action="store_true",
+        help="focusdepth pipelines: also rerun each target with a correct, a wrong-but-visible, "
+        "an absent and an empty prompt (offline; <out>/<pipeline>/prompt_study.md)",
+    )
     p.set_defaults(func=cmd_eval_bag)
 
     p = sub.add_parser("eval-folder", help="hide-and-seek evaluation on image-folder captures")
