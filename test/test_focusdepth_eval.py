@@ -1,8 +1,8 @@
 """FocusDepth in evaluation, on a tiny random FocusDepth and a tiny simulated tabletop bag:
 per-target geometry of the ground truth itself is ~0 and a +10 mm depth offset moves the
-centroid by the hand-computed ~10 mm; eval-bag writes targets.csv, per-target quartiles (all and
-per material) and the prompt study's four kinds; a bag without targets skips the FocusDepth
-pipelines with a note; the chain is offline only over DDS; the pipeline table."""
+centroid by the hand-computed ~10 mm; eval-bag writes targets.csv, per-target quartiles (all
+and per material) and the prompt study's four kinds for both FocusDepth pipelines; a bag
+without targets skips them with a note; the chain is offline only over DDS; the table."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from depth_perception.eval.pipelines import (
     PIPELINE_GROUPS,
     TAKES_CHECKPOINT,
     MissingInputError,
+    expand_pipelines,
     get_pipeline,
 )
 from depth_perception.eval.prompt_study import PROMPT_STUDY_KINDS, empty_box, study_prompts
@@ -99,10 +100,12 @@ def test_eval_bag_writes_targets_quartiles_materials_and_the_prompt_study(
 ):
     out = tmp_path / "eval"
     args = ["eval-bag", str(bag), "--mode", "offline", "--out", str(out), "--figure-every", "0"]
+    # "focusdepth" is the group (as "ma_student" is): focusdepth and focusdepth_chain
     args += ["--pipeline", "passthrough", "--pipeline", "focusdepth"]
     assert main([*args, "--checkpoint", str(checkpoint), "--prompt-study"]) == 0
 
-    for name, mask in (("passthrough", "gt_instance"), ("focusdepth", "engine")):
+    masks = {"passthrough": "gt_instance", "focusdepth": "engine", "focusdepth_chain": "engine"}
+    for name, mask in masks.items():
         rows = _read_csv(out / name / "targets.csv")
         assert rows and {r["mask"] for r in rows} == {mask}
         assert {"transparent", "specular"} <= {r["material"] for r in rows}
@@ -118,6 +121,7 @@ def test_eval_bag_writes_targets_quartiles_materials_and_the_prompt_study(
     raw = json.loads((out / "passthrough" / "summary.json").read_text())["extra"]["per_target"]
     assert raw["by_material"]["transparent"]["failed"] >= 1
 
+    assert (out / "focusdepth_chain" / "prompt_study.csv").exists()
     study = _read_csv(out / "focusdepth" / "prompt_study.csv")
     kinds = {r["kind"] for r in study}
     assert kinds == set(PROMPT_STUDY_KINDS)
@@ -163,7 +167,8 @@ def test_a_bag_without_targets_skips_focusdepth_with_a_note(checkpoint, tmp_path
     args += ["--pipeline", "focusdepth", "--pipeline", "passthrough", "--prompt-study"]
     assert main([*args, "--checkpoint", str(checkpoint)]) == 0
     comparison = (out / "comparison.md").read_text()
-    assert "focusdepth skipped: pipeline focusdepth needs targets" in comparison
+    for name in FOCUSDEPTH:
+        assert f"{name} skipped: pipeline {name} needs targets" in comparison
     assert (out / "passthrough" / "summary.json").exists()
     assert not (out / "passthrough" / "targets.csv").exists()
 
@@ -172,6 +177,7 @@ def test_the_chain_runs_offline_only(bag, checkpoint, tmp_path):
     out = tmp_path / "eval"
     args = ["eval-bag", str(bag), "--mode", "dds", "--out", str(out)]
     assert main([*args, "--pipeline", "focusdepth_chain", "--checkpoint", str(checkpoint)]) == 0
+    assert not (out / "focusdepth_chain").exists()  # no node launched, nothing written
     assert "focusdepth_chain skipped: pipeline focusdepth_chain runs offline only" in (
         (out / "comparison.md").read_text()
     )
@@ -179,6 +185,7 @@ def test_the_chain_runs_offline_only(bag, checkpoint, tmp_path):
 
 def test_the_pipeline_table(checkpoint):
     assert PIPELINE_GROUPS["focusdepth"] == FOCUSDEPTH == ("focusdepth", "focusdepth_chain")
+    assert expand_pipelines(["focusdepth"]) == list(FOCUSDEPTH)  # the group wins, as ma_student
     assert set(FOCUSDEPTH) <= set(TAKES_CHECKPOINT)
     for name in FOCUSDEPTH:
         pipeline = get_pipeline(name, str(checkpoint))
