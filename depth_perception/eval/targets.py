@@ -16,6 +16,8 @@ what simulated tabletop bags carry):
     pixels with its fitted depth (``mask = engine``), exactly what focus_depth_node publishes
     on ``targets/cloud`` and a planner consumes: its segmentation errors are part of what it
     delivers. A target the engine refused (``error``) has no errors (NaN), counted as failed.
+    Over DDS only the node's depth comes back (the replay does not collect ``targets/cloud``):
+    there its depth is scored inside the ground-truth mask, as a depth pipeline's.
 
 - **FDE-Bench regions** (``fde.*``, the paper's §4.2 protocol): the whole image is first
   aligned to the ground truth with one least-squares scale and shift *in disparity* (as
