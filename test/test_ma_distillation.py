@@ -368,6 +368,40 @@ def test_student_from_a_teacher_and_the_table14_switch(data, tmp_path):
         assert "loss/inverse_depth" in scalars
     finally:
         trainer.close()
+    # The official inverted skip order: the ViT (encoder.patch_encoder.*) carries over; some of
+    # its projections have other shapes there, which the full encoder.* pattern names.
+    inverted = {**micro_config(teacher=False), "encodings_forward_ids": [4, 3, 2, 1, 0, 5, 6]}
+    cfg = student_cfg(
+        tmp_path / "inv",
+        data,
+        **{
+            "student.init_teacher": str(data["teacher"]),
+            "student.init_teacher_patterns": ["encoder.patch_encoder.*"],
+            "model.config": inverted,
+        },
+    )
+    trainer = Trainer(cfg)
+    try:
+        state = trainer.model.state_dict()
+        encoder = [k for k in state if k.startswith("encoder.patch_encoder.")]
+        assert encoder and all(torch.equal(state[k], teacher[k]) for k in encoder)
+        assert float(state["head.12.bias"][0]) == pytest.approx(0.1)  # from scratch: the bias
+    finally:
+        trainer.close()
+    cfg.student.init_teacher_patterns = ["encoder.*"]
+    with pytest.raises(ValueError, match="upsample"):
+        Trainer(cfg)
+    with pytest.raises(ValueError, match="select 0 weights"):
+        Trainer(
+            student_cfg(
+                tmp_path / "none",
+                data,
+                **{
+                    "student.init_teacher": str(data["teacher"]),
+                    "student.init_teacher_patterns": ["nothing.*"],
+                },
+            )
+        )
     with pytest.raises(ValueError, match="pixel_loss"):
         Trainer(student_cfg(tmp_path / "x", data, **{"student.pixel_loss": "l2"}))
     with pytest.raises(ValueError, match="prompted teacher"):

@@ -149,8 +149,11 @@ class StudentConfig:
     student_weight: float = 10.0  # L = 10 L_student + 2 SSI-MAGE(D_log) (paper §7.6)
     ssi_mage_weight: float = 2.0
     log_depth_range: float = 400.0  # C of D_log = 1 - ln(D) / ln(C), metres
-    # Every weight but the prompt branch from a teacher checkpoint of the same shape.
+    # Weights from a teacher checkpoint: those matching init_teacher_patterns (fnmatch; "*":
+    # every weight but the prompt branch, same shape and skip order; "encoder.patch_encoder.*":
+    # the ViT, valid whatever the decoder's skip order).
     init_teacher: str | None = None
+    init_teacher_patterns: list[str] = field(default_factory=lambda: ["*"])
     init_output_bias: float = 0.1  # from scratch: the depth head's last bias (as the teacher)
     channels_last: bool = False  # single process / DDP
     median_samples: int = 256  # training samples read for the export's train_median_depth_m

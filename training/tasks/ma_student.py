@@ -20,7 +20,9 @@ Parameter groups: ``backbone`` (the ViT) and ``head`` (projections, decoder, dep
 by fnmatch patterns and ``optim.rest_name: head`` and checked against the network's own.
 Fine-tuning starts from ``model.init_checkpoint``: our student directory, or the official
 ``student_depthmap.pt`` (loaded strictly, as the engine loads it). ``student.init_teacher``
-starts a student from a teacher of the same shape (every weight but the prompt branch).
+starts a student from a teacher: every weight but the prompt branch (same shape and skip
+order), or only those ``student.init_teacher_patterns`` select (``encoder.patch_encoder.*``: the
+ViT, for the official inverted skip order).
 
 The export is the MetricAnything checkpoint format with, in ``config.json``,
 ``train_median_depth_m``: the median of the training labels' valid depths over up to
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,26 +115,43 @@ class MetricAnythingStudentTask(MetricAnythingTask):
             )
 
     def initialise(self, model: MetricAnythingDepth) -> bool:
-        """Every weight from a teacher of the same shape but its prompt branch
-        (``student.init_teacher``), if configured."""
-        source = self.cfg.student.init_teacher
-        if not source:
+        """Weights from a teacher (``student.init_teacher``), if configured: those whose names
+        match ``student.init_teacher_patterns`` (fnmatch; default every weight but the prompt
+        branch, for a student of the teacher's exact shape and skip order).
+        ``encoder.patch_encoder.*`` takes the ViT only, which means the same whatever the
+        decoder's skip order: how a student with the official inverted order starts from a
+        teacher (some of the encoder's projections have other shapes there). True
+        (trained weights, no output-bias reset) only when every weight was copied."""
+        s = self.cfg.student
+        if not s.init_teacher:
             return False
-        teacher = load_model(source)
-        weights = {
+        teacher = load_model(s.init_teacher)
+        source = {
             k: v for k, v in teacher.state_dict().items() if not k.startswith("prompt_branch.")
         }
         own = model.state_dict()
-        wrong = sorted(k for k in own if k not in weights or weights[k].shape != own[k].shape)
-        extra = sorted(k for k in weights if k not in own)
-        if wrong or extra:
+        chosen = [k for k in source if any(fnmatch(k, p) for p in s.init_teacher_patterns)]
+        wrong = sorted(k for k in chosen if k not in own or source[k].shape != own[k].shape)
+        if not chosen or wrong:
             raise ValueError(
-                f"student.init_teacher {source}: not the student's shape; missing or different "
-                f"{wrong[:5]}, unexpected {extra[:5]}"
+                f"student.init_teacher {s.init_teacher}: patterns {s.init_teacher_patterns} "
+                f"select {len(chosen)} weights; missing in the student or of another shape: "
+                f"{wrong[:5]}"
             )
-        model.load_state_dict(weights, strict=True)
-        log.info("student initialised from the teacher %s (prompt branch dropped)", source)
-        return True
+        if len(chosen) == len(own) and set(chosen) == set(own):
+            model.load_state_dict({k: source[k] for k in chosen}, strict=True)
+        else:
+            with torch.no_grad():
+                for k in chosen:
+                    own[k].copy_(source[k])
+        log.info(
+            "student: %d of %d weights from the teacher %s (%s)",
+            len(chosen),
+            len(own),
+            s.init_teacher,
+            ", ".join(s.init_teacher_patterns),
+        )
+        return len(chosen) == len(own)
 
     def save_export(self, model: MetricAnythingDepth, directory: Path) -> None:
         """Our MetricAnything checkpoint; config.json adds the training labels' median depth
