@@ -58,10 +58,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -92,6 +90,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from bench.timing import median_ms, synthetic_rgb, write_json  # noqa: E402
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.core.target_geometry import (  # noqa: E402
     metric_from_relative,
@@ -112,26 +111,6 @@ from depth_perception.models.sam3_io import da2_pixel_values, sam3_pixel_values 
 
 PRESET_NAMES = ("tiny", "paper")
 TARGET = Target(1, "mug", (240, 160, 160, 120))  # (x, y, w, h) on the 640 x 480 frame
-
-
-def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def synthetic_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A (H, W, 3) uint8 frame: smooth gradients plus noise (the timing does not depend on it)."""
-    rng = np.random.default_rng(seed)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([u / width, v / height, 0.5 + 0.5 * np.sin(u / 40.0) * np.cos(v / 30.0)], -1)
-    noisy = 255.0 * base + rng.normal(0.0, 8.0, base.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def reference_depth(rel: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -516,10 +495,7 @@ def main(argv: list[str] | None = None) -> dict:
             "cuda": torch.version.cuda if cuda else None,
         },
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return out
 
 

@@ -41,13 +41,10 @@ Usage: ``python bench/bench_ma_student.py [--student PRESET_OR_CHECKPOINT] [--de
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from bench.timing import median_ms, synthetic_rgb, write_json  # noqa: E402
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.engines.base import FrameInputs  # noqa: E402
 from depth_perception.engines.metric_anything import (  # noqa: E402
@@ -74,26 +72,6 @@ TEACHER_REFERENCE = "teacher_tiny"
 PAPER_H200_FP32_MS = 278.8
 #: The project's goal for the same network in bf16 on the H200 (ms per frame).
 GOAL_H200_BF16_MS = 100.0
-
-
-def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def synthetic_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A (H, W, 3) uint8 frame: smooth gradients plus noise (the timing does not depend on it)."""
-    rng = np.random.default_rng(seed)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([u / width, v / height, 0.5 + 0.5 * np.sin(u / 40.0) * np.cos(v / 30.0)], -1)
-    noisy = 255.0 * base + rng.normal(0.0, 8.0, base.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def random_prompt(width: int, height: int, device: torch.device, seed: int = 0) -> torch.Tensor:
@@ -283,10 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{network_ms / teacher_ms:4.2f}  forward/teacher {forward_ms / teacher_ms:4.2f}"
         )
 
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 

@@ -15,11 +15,7 @@ Usage: ``.venv/bin/python bench/bench_pointcloud2.py [--repeats 50] [--json out.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,6 +24,7 @@ import open3d as o3d
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from bench.timing import median_ms, write_json  # noqa: E402
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.core.cloud import depth_to_xyzrgb  # noqa: E402
 from depth_perception.ros.conversions import copy_header, depth_to_pointcloud2  # noqa: E402
@@ -54,17 +51,6 @@ def synthetic_rgbd(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, 
     rgb[..., 1] = (v * 255 / height).astype(np.uint8)
     rgb[..., 2] = np.clip(depth * 50, 0, 255).astype(np.uint8)
     return depth, rgb
-
-
-def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,10 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"  ours / open3d = {result['ratio_ours_over_open3d']:.2f}   "
         f"ours / memcpy = {result['ratio_ours_over_memcpy']:.1f}"
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 

@@ -33,13 +33,9 @@ Usage: ``python bench/bench_prompt_prep.py [--sizes 100,2000,40000] [--repeats 1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +44,7 @@ from open3d.core.nns import NearestNeighborSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from bench.timing import median_ms, write_json  # noqa: E402
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.core.prompt_prep import PDSA_K, align_prompt, model_input  # noqa: E402
 from depth_perception.core.prompts import points_to_sparse_depth, transform_points  # noqa: E402
@@ -90,17 +87,6 @@ def lidar_cloud(
     flat = rng.choice(depth.size, size=n, replace=False)
     pts_cam = intr.backproject(depth).reshape(-1, 3)[flat]
     return transform_points(pts_cam, np.linalg.inv(cam_T_lidar)).astype(np.float32)
-
-
-def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def kdtree_reference(prompt: np.ndarray) -> None:
@@ -270,10 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not args.no_teacher:
         result["teacher"] = bench_teacher(args, depth, intr, cam_T_lidar)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return result
 
 
