@@ -262,6 +262,9 @@ def student_cfg(run_dir: Path, data: dict, **extra):
         "log.every": 1,
         "log.image_every": 0,
         "checkpoint.every": 3,
+        # (the shipped config starts from the shipped teacher: the tests bring their own)
+        "student.init_teacher": None,
+        "student.teacher_network": False,
         **extra,
     }
     network = values.pop("model.config", micro_config(teacher=False))
@@ -391,6 +394,24 @@ def test_student_from_a_teacher_and_the_table14_switch(data, tmp_path):
     cfg.student.init_teacher_patterns = ["encoder.*"]
     with pytest.raises(ValueError, match="upsample"):
         Trainer(cfg)
+    # teacher_network: the teacher's own network without its prompt branch, every weight its.
+    cfg = student_cfg(
+        tmp_path / "own",
+        data,
+        **{
+            "student.init_teacher": str(data["teacher"]),
+            "student.teacher_network": True,
+            "model.config": inverted,  # ignored: the teacher's network
+        },
+    )
+    trainer = Trainer(cfg)
+    try:
+        state = trainer.model.state_dict()
+        assert trainer.model.config.encodings_forward_ids == (0, 1, 2, 3, 4, 5, 6)
+        assert set(state) == {k for k in teacher if not k.startswith("prompt_branch.")}
+        assert all(torch.equal(state[k], teacher[k]) for k in state)
+    finally:
+        trainer.close()
     with pytest.raises(ValueError, match="select 0 weights"):
         Trainer(
             student_cfg(

@@ -154,6 +154,9 @@ class StudentConfig:
     # the ViT, valid whatever the decoder's skip order).
     init_teacher: str | None = None
     init_teacher_patterns: list[str] = field(default_factory=lambda: ["*"])
+    # The student is init_teacher's own network without its prompt branch (the teacher's skip
+    # order and widths; model.preset / model.config are ignored), all weights from the teacher.
+    teacher_network: bool = False
     init_output_bias: float = 0.1  # from scratch: the depth head's last bias (as the teacher)
     channels_last: bool = False  # single process / DDP
     median_samples: int = 256  # training samples read for the export's train_median_depth_m
