@@ -10,7 +10,6 @@ groups, the export (the trainer's prediction; the training labels' median, compu
 independently), initialisation from a teacher, the Table 14 loss switch.
 """
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tiny_metric_anything import micro_config
 
 from depth_perception.core.prompts import points_to_sparse_depth
 from depth_perception.engines.base import FrameInputs
@@ -33,7 +33,7 @@ from depth_perception.engines.metric_anything import (
 )
 from depth_perception.io.bag import write_sim_bag
 from depth_perception.models.ma_losses import student_distillation_loss
-from depth_perception.models.metric_anything import PRESETS, MetricAnythingDepth
+from depth_perception.models.metric_anything import MetricAnythingDepth
 from depth_perception.models.metric_anything.checkpoints import save_checkpoint
 from depth_perception.sim.sequence import SequenceConfig
 from training.config import load_config
@@ -46,22 +46,6 @@ from training.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"
 STUDENT = CONFIGS / "ma_student_tiny_cpu.yaml"
-
-
-def micro_config(teacher: bool) -> dict:
-    """teacher_tiny made narrower (a 512 px input still); its student: the same without the
-    prompt branch."""
-    base = PRESETS["teacher_tiny"]
-    vit = dataclasses.replace(base.vit, embed_dim=32, num_heads=2, ffn_ratio=2.0)
-    config = base.replace(
-        vit=vit,
-        encoder_feature_dims=(8, 8, 8, 8),
-        decoder_features=8,
-        last_dims=(4, 1),
-        prompt_dims=(2,) * 7,
-        prompt_res_blocks=0,
-    )
-    return (config if teacher else config.as_student()).to_dict()
 
 
 @pytest.fixture(autouse=True)

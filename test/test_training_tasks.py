@@ -11,7 +11,6 @@ A network smaller than ``teacher_tiny`` (same 512 px input, narrower everything)
 at about half a second on one thread.
 """
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_metric_anything import micro_config
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.io.bag import write_sim_bag
@@ -42,20 +42,6 @@ CONFIGS = ROOT / "training" / "configs"
 TEACHER = CONFIGS / "ma_teacher_tiny_cpu.yaml"
 RADAR = CONFIGS / "ma_teacher_radar_cpu.yaml"
 PAPER = CONFIGS / "ma_teacher_vith16plus_paper.yaml"
-
-
-def micro_teacher_config() -> dict:
-    """teacher_tiny made narrower: a 512 px input still, 90 k parameters."""
-    base = PRESETS["teacher_tiny"]
-    vit = dataclasses.replace(base.vit, embed_dim=32, num_heads=2, ffn_ratio=2.0)
-    return base.replace(
-        vit=vit,
-        encoder_feature_dims=(8, 8, 8, 8),
-        decoder_features=8,
-        last_dims=(4, 1),
-        prompt_dims=(2,) * 7,
-        prompt_res_blocks=0,
-    ).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +93,7 @@ def teacher_cfg(run_dir: Path, shards: dict, config: Path = TEACHER, **extra):
     }
     cfg = load_config(config, [f"{k}={json.dumps(v)}" for k, v in values.items()])
     if cfg.model.init_checkpoint is None:
-        cfg.model.config = micro_teacher_config()
+        cfg.model.config = micro_config()
     return cfg
 
 
