@@ -90,7 +90,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
-from bench.timing import median_ms, synthetic_rgb, write_json  # noqa: E402
+from bench.timing import add_common_args, median_ms, synthetic_rgb, write_json  # noqa: E402
 from depth_perception.core.camera import Intrinsics  # noqa: E402
 from depth_perception.core.target_geometry import (  # noqa: E402
     metric_from_relative,
@@ -396,18 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
     parser.add_argument("--sizes", default="1008,518", help="input sizes S, multiples of 14")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (1: steadier on a loaded machine; 0: torch's default)",
-    )
+    add_common_args(parser)
     parser.add_argument(
         "--slow-s",
         type=float,

@@ -180,7 +180,8 @@ def test_load_model_dispatch(model, inputs, tmp_path):
 
 
 def _hf_dinov2(tmp_path, layers: int, swiglu: bool, image_size: int = 224):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # installed by the bootstrap (requirements-ml.txt)
+
     torch.manual_seed(11)
     config = transformers.Dinov2Config(
         hidden_size=96,

@@ -149,7 +149,8 @@ def test_runs_well_under_a_second_at_640x480():
 
 
 def _open3d_registration(depth: np.ndarray, d: Intrinsics, c: Intrinsics, T: np.ndarray):
-    o3d = pytest.importorskip("open3d")
+    import open3d as o3d  # installed by the bootstrap (requirements-ml.txt)
+
     far = 1000.0
     image = o3d.t.geometry.Image(np.ascontiguousarray(np.nan_to_num(depth, nan=0.0)))
     cloud = o3d.t.geometry.PointCloud.create_from_depth_image(

@@ -94,10 +94,6 @@ class MetricAnythingStudentTask(MetricAnythingTask):
             raise ValueError(
                 f"student.pixel_loss {s.pixel_loss!r}: choose one of {list(STUDENT_PIXEL_LOSSES)}"
             )
-        if cfg.model.init_dinov2:
-            raise ValueError("model.init_dinov2 is LingBot's; the student takes model.init_dinov3")
-        if s.channels_last and cfg.dist.strategy == "fsdp":
-            raise ValueError("student.channels_last is for single-process / DDP runs, not FSDP")
         if s.median_samples < 1:
             raise ValueError("student.median_samples must be >= 1")
         if s.teacher_network:

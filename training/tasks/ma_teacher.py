@@ -156,10 +156,6 @@ class MetricAnythingTeacherTask(MetricAnythingTask):
         lo, hi = t.prompt.n_range
         if not 0 < lo <= hi:
             raise ValueError(f"teacher.prompt.n_range must be 0 < low <= high, got {[lo, hi]}")
-        if cfg.model.init_dinov2:
-            raise ValueError("model.init_dinov2 is LingBot's; the teacher takes model.init_dinov3")
-        if t.channels_last and cfg.dist.strategy == "fsdp":
-            raise ValueError("teacher.channels_last is for single-process / DDP runs, not FSDP")
         self.kinds = tuple(t.prompt.kinds)
         self.weights = tuple(float(w) for w in weights / weights.sum())
 

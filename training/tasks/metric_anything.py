@@ -30,6 +30,7 @@ from depth_perception.models.metric_anything.model import (
     MIN_INVERSE_DEPTH,
     width_over_focal,
 )
+from training.config import TrainConfig
 from training.optim import assign_groups
 from training.tasks.base import STREAM_FORWARD, Task, step_seed
 
@@ -71,6 +72,17 @@ class MetricAnythingTask(Task):
     shard_modules: ClassVar[tuple[type[nn.Module], ...]] = (SelfAttentionBlock,)
     #: TrainConfig attribute of the method's own section.
     section: ClassVar[str] = ""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        if cfg.model.init_dinov2:
+            raise ValueError(
+                f"model.init_dinov2 is LingBot's; the {self.section} takes model.init_dinov3"
+            )
+        if self.options.channels_last and cfg.dist.strategy == "fsdp":
+            raise ValueError(
+                f"{self.section}.channels_last is for single-process / DDP runs, not FSDP"
+            )
 
     @property
     def options(self):
