@@ -5,8 +5,9 @@
       lidar_points:=/velodyne_points calibration_file:=/robot/calibration.yaml
 
 Parameters live in config/prompted_depth.yaml (override with params_file:=...): the checkpoint,
-the prior, prompt_sources ([lidar] there), max_prompt_age, the outputs. `device`,
-`prompt_sources` (e.g. "[lidar, radar]" or "[radar]"), `calibration_file` (the extrinsic
+the prior, prompt_sources ([lidar] there), output_alignment, max_prompt_age, the outputs.
+`device`, `prompt_sources` (e.g. "[lidar, radar]" or "[radar]"), `output_alignment` (global
+there; none for a radar or sensor-depth prompt), `calibration_file` (the extrinsic
 source: our calibration YAML; the file's default, empty, reads /tf_static) and `use_sim_time`
 override the params file only when given on the command line (their default, empty, keeps the
 file's value). `lidar_points` / `radar_points` remap the node's lidar/points and radar/points
@@ -35,6 +36,10 @@ def generate_launch_description():
         overrides={
             "device": "auto|cpu|cuda|cuda:N; empty: the params file's value (auto if unset)",
             "prompt_sources": "e.g. [lidar], [radar] or [lidar, radar]; empty: the params file's",
+            "output_alignment": (
+                "global (refit the depth to the prompt: LiDAR) | none (radar, sensor_depth); "
+                "empty: the params file's value (global)"
+            ),
             "calibration_file": (
                 "extrinsics of the LiDAR / radar (our calibration YAML); empty: the params "
                 "file's value (empty there: /tf_static)"

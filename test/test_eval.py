@@ -239,8 +239,15 @@ def test_synthetic_prompts_are_drawn_from_the_ground_truth_once_per_frame(street
     from depth_perception.eval.pipelines import MissingInputError, expand_pipelines, get_pipeline
 
     assert expand_pipelines(["ma_teacher"]) == [
-        f"ma_teacher_{p}" for p in ("lidar", "radar", "sensor", "extreme", "down8", "down16")
+        f"ma_teacher_{p}"
+        for p in (
+            *("lidar", "radar", "sensor", "extreme", "down8", "down16"),
+            *("lidar_aligned", "radar_aligned"),
+        )
     ]
+    aligned = get_pipeline("ma_teacher_lidar_aligned", checkpoint="teacher_tiny")
+    assert aligned.node_parameters["output_alignment"] == "global"
+    assert get_pipeline("ma_teacher_lidar").node_parameters["output_alignment"] == "none"
     frames = list(read_rgbd_frames(street_bag))
     extreme = get_pipeline("ma_teacher_extreme")
     assert extreme.roles == ("rgb", "rgb_info", "depth")

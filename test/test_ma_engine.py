@@ -21,6 +21,7 @@ from depth_perception.engines.metric_anything import (
     MetricAnythingStudentEngine,
     MetricAnythingTeacherConfig,
     MetricAnythingTeacherEngine,
+    align_output,
     prior_depth,
     recorded_prior,
     shrink_sparse,
@@ -70,6 +71,44 @@ def test_dense_finite_positive_depth_and_a_model_id_with_the_weights_digest(chec
     assert re.fullmatch(r"[0-9a-f]{8}", digest)
     assert engine.model_id.startswith(f"metric-anything-teacher/teacher@{digest}+prior:")
     assert "lingbot-depth/lingbot_depth_small" in engine.model_id
+
+
+def test_output_alignment_recovers_an_affine_disparity_error_exactly():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(1.0, 80.0, (H, W))
+    # A network output whose disparity is an affine function of the truth's: 1/d = (1/t - b) / a.
+    a, b = 1.25, 0.004
+    depth = (1.0 / ((1.0 / truth - b) / a)).astype(np.float32)
+    prompt = np.full((H, W), np.nan, np.float32)
+    prompt.flat[rng.choice(H * W, 200, replace=False)] = 1.0
+    prompt = np.where(np.isfinite(prompt), truth, np.nan).astype(np.float32)
+    aligned, fit = align_output(depth, prompt)
+    assert fit.mode == "affine" and fit.n == 200
+    assert fit.scale == pytest.approx(a, rel=1e-4) and fit.shift == pytest.approx(b, abs=1e-6)
+    np.testing.assert_allclose(aligned, truth, rtol=1e-4)
+
+
+def test_output_alignment_never_invalidates_a_pixel_and_needs_a_prompt_pixel():
+    depth = np.array([[1.0, 4 / 3], [4.0, 400.0]], np.float32)
+    # Prompt disparities 1 and 0.5 where the output's are 1 and 0.75: the fit is y = 2x - 1,
+    # which turns the disparities 1/4 and 1/400 negative: clamped to 1e-3 (1 km).
+    prompt = np.array([[1.0, 2.0], [np.nan, np.nan]], np.float32)
+    aligned, fit = align_output(depth, prompt)
+    assert fit.scale == pytest.approx(2.0) and fit.shift == pytest.approx(-1.0)
+    np.testing.assert_allclose(aligned, [[1.0, 2.0], [1000.0, 1000.0]], rtol=1e-4)
+    same, fit = align_output(depth, np.full((2, 2), np.nan, np.float32))
+    assert fit.mode == "none"
+    np.testing.assert_array_equal(same, depth)
+
+
+def test_the_engine_refits_its_output_to_the_prompt_when_asked(checkpoints):
+    frame = _frame(seed=4)
+    raw = _engine(checkpoints["teacher"], "lingbot").run(frame).depth
+    aligned = _engine(checkpoints["teacher"], "lingbot", output_alignment="global").run(frame)
+    np.testing.assert_allclose(aligned.depth, align_output(raw, frame.prompt)[0], rtol=1e-6)
+    assert not np.allclose(aligned.depth, raw)
+    with pytest.raises(ValueError, match="output_alignment must be one of"):
+        _engine(checkpoints["teacher"], "lingbot", output_alignment="local")
 
 
 def test_the_network_is_given_the_prepared_prompt_and_the_frames_focal_length(checkpoints):

@@ -55,11 +55,18 @@ def teacher(tmp_path_factory):
 
 
 def test_lidar_prompt_over_dds_equals_the_offline_teacher(frames, teacher, one_thread, tmp_path):
-    pipeline = get_pipeline("ma_teacher_lidar", checkpoint=str(teacher))
+    # The node's default: the output refitted to the LiDAR prompt.
+    pipeline = get_pipeline("ma_teacher_lidar_aligned", checkpoint=str(teacher))
     assert pipeline.executable == "prompted_depth_node"
     assert pipeline.roles == ("rgb", "rgb_info", "lidar")
+    assert pipeline.node_parameters["output_alignment"] == "global"
     engine = MetricAnythingTeacherEngine(
-        MetricAnythingTeacherConfig(checkpoint=str(teacher), device="cpu", num_threads=one_thread)
+        MetricAnythingTeacherConfig(
+            checkpoint=str(teacher),
+            device="cpu",
+            num_threads=one_thread,
+            output_alignment="global",
+        )
     )
     fed = pipeline_frames(pipeline, frames)
     expected = [run_offline(engine, inputs).depth for _, inputs in fed]

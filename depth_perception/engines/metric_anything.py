@@ -24,8 +24,13 @@ labels (``train_median_depth_m``, written by training/), never the test recordin
 4. the network's ``infer`` with ``f_px`` = fx of the working image (camera_info's fx, scaled
    with the image; never a fixed focal length): the network resizes image and prompt to its
    square input itself and returns metric depth at the working size;
-5. back to the input size (bilinear in inverse depth, as the network's own resize), NaN where
-   the depth is not finite and positive.
+5. back to the input size (bilinear in inverse depth, as the network's own resize);
+6. ``output_alignment: global`` only: the output refitted to the prompt in disparity by one
+   least-squares scale and shift over the prompt pixels (GMDR's fit, applied to the network's
+   output instead of the prior; :func:`align_output`). It corrects the small network's
+   far-range disparity bias with a LiDAR prompt; a prompt that covers only near range (an RGB-D
+   sensor's depth outdoors) makes the fit extrapolate badly, so it is a parameter;
+7. NaN where the depth is not finite and positive.
 
 The prior must be the one the teacher was trained with. ``prior`` empty takes the one the
 checkpoint records (``"prior"`` in its config.json, written by the trainer; a relative path
@@ -51,7 +56,13 @@ import torch
 import torch.nn.functional as F
 
 from depth_perception.core.camera import Intrinsics
-from depth_perception.core.prompt_prep import PDSA_K, prepare_prompt
+from depth_perception.core.prompt_prep import (
+    PDSA_K,
+    ScaleShift,
+    depth_to_disparity,
+    fit_scale_shift,
+    prepare_prompt,
+)
 from depth_perception.engines.base import (
     PROMPT_INPUTS,
     CompletionResult,
@@ -443,6 +454,31 @@ class MetricAnythingTeacherConfig:
     # (four ViT tiles square); this only saves the per-pixel work before it.
     max_input_side: int = 0
     num_threads: int = 0  # > 0: pin torch's CPU threads (bit-identical node and offline runs)
+    # none: the network's depth as it is | global: refitted to the prompt by one scale and
+    # shift in disparity (module docstring, step 6).
+    output_alignment: str = "none"
+
+
+#: ``MetricAnythingTeacherConfig.output_alignment`` values.
+OUTPUT_ALIGNMENTS = ("none", "global")
+
+
+def align_output(depth: np.ndarray, prompt: np.ndarray) -> tuple[np.ndarray, ScaleShift]:
+    """``depth`` (H, W, metres) refitted to ``prompt`` (H, W, metres, NaN where none) in
+    disparity: ``1 / (scale / depth + shift)`` with the least-squares scale and shift over the
+    pixels where both are valid (:func:`~depth_perception.core.prompt_prep.fit_scale_shift`:
+    scale only when the affine fit is undetermined or its scale <= 0, identity without a
+    pixel). The refitted disparity is clamped to the network's inverse-depth range, so the fit
+    never invalidates a pixel. Returns (float32 depth, the fit)."""
+    x = depth_to_disparity(depth)
+    y = depth_to_disparity(prompt)
+    both = np.isfinite(x) & np.isfinite(y)
+    fit = fit_scale_shift(x[both], y[both])
+    if fit.mode == "none":
+        return np.asarray(depth, dtype=np.float32), fit
+    aligned = np.clip(fit.scale * x + fit.shift, MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH)
+    out = np.where(np.isfinite(x), 1.0 / aligned, np.nan)
+    return out.astype(np.float32), fit
 
 
 class MetricAnythingTeacherEngine(Engine):
@@ -455,6 +491,10 @@ class MetricAnythingTeacherEngine(Engine):
         self.cfg = cfg
         if cfg.max_input_side < 0:
             raise ValueError(f"max_input_side must be >= 0, got {cfg.max_input_side}")
+        if cfg.output_alignment not in OUTPUT_ALIGNMENTS:
+            raise ValueError(
+                f"output_alignment must be one of {OUTPUT_ALIGNMENTS}, got {cfg.output_alignment!r}"
+            )
         _set_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
         self.use_bf16 = use_bf16(cfg.precision, self.device)
@@ -516,8 +556,10 @@ class MetricAnythingTeacherEngine(Engine):
             inverse = F.interpolate(
                 inverse[None, None], (height, width), mode="bilinear", align_corners=False
             )[0, 0]
-        depth = 1.0 / inverse.clamp(MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH)
-        return CompletionResult(depth=_finite_positive(depth.float().cpu().numpy()))
+        depth = (1.0 / inverse.clamp(MIN_INVERSE_DEPTH, MAX_INVERSE_DEPTH)).float().cpu().numpy()
+        if self.cfg.output_alignment == "global":
+            depth, _ = align_output(depth, frame.prompt)
+        return CompletionResult(depth=_finite_positive(depth))
 
 
 def shrink_sparse(prompt: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -168,8 +168,12 @@ TEACHER_PROMPTS: dict[str, tuple[tuple[str, ...], str, str]] = {
 _RANGE_SCORED = ("radar",)
 
 
-def _teacher(prompt: str, checkpoint: str | None = None, prior: str = "") -> Pipeline:
-    """``ma_teacher_<prompt>``; ``checkpoint`` None: the teacher shipped in models/; ``prior``
+def _teacher(
+    prompt: str, checkpoint: str | None = None, prior: str = "", output_alignment: str = "none"
+) -> Pipeline:
+    """``ma_teacher_<prompt>`` (the network's depth as it is), ``ma_teacher_<prompt>_aligned``
+    with ``output_alignment="global"`` (refitted to the prompt: what prompted_depth_node
+    publishes by default); ``checkpoint`` None: the teacher shipped in models/; ``prior``
     empty: the prior the teacher records (else lingbot), as the node's parameter."""
     from depth_perception.engines.metric_anything import (
         MetricAnythingTeacherConfig,
@@ -177,21 +181,32 @@ def _teacher(prompt: str, checkpoint: str | None = None, prior: str = "") -> Pip
     )
 
     sources, kind, what = TEACHER_PROMPTS[prompt]
-    cfg = MetricAnythingTeacherConfig(checkpoint=checkpoint or "", prior=prior)
-    parameters = {"checkpoint": checkpoint} if checkpoint else {}
+    cfg = MetricAnythingTeacherConfig(
+        checkpoint=checkpoint or "", prior=prior, output_alignment=output_alignment
+    )
+    # The node's checkpoint parameter defaults to the shipped teacher too.
+    parameters: dict[str, object] = {"checkpoint": checkpoint} if checkpoint else {}
+    if prior:
+        parameters["prior"] = prior
+    parameters["output_alignment"] = output_alignment
+    aligned = output_alignment != "none"
     return Pipeline(
-        name=f"ma_teacher_{prompt}",
-        description=f"MetricAnything teacher, prompt: {what} ({checkpoint or 'shipped model'})",
+        name=f"ma_teacher_{prompt}" + ("_aligned" if aligned else ""),
+        description=f"MetricAnything teacher, prompt: {what} ({checkpoint or 'shipped model'})"
+        + (", output refitted to the prompt (one scale and shift in disparity)" if aligned else ""),
         executable="prompted_depth_node",
         params_file="prompted_depth.yaml",
         make_engine=lambda: MetricAnythingTeacherEngine(cfg),
-        # The node's checkpoint parameter defaults to the shipped teacher too.
-        parameters={**parameters, "prior": prior} if prior else parameters,
+        parameters=parameters,
         inputs=PROMPT_INPUTS,
         prompt_sources=sources,
         synthetic_prompt=kind,
         range_caps_m=RADAR_RANGE_CAPS_M if set(sources) & set(_RANGE_SCORED) else (),
     )
+
+
+#: Prompts whose teacher pipeline also comes refitted to the prompt (``_aligned``).
+ALIGNED_TEACHER_PROMPTS = ("lidar", "radar")
 
 
 #: The teacher's prompt when the student is its prior (the ``ma_student`` group's comparison).
@@ -361,6 +376,10 @@ PIPELINES.update(
     (p.name, p) for p in (_lingbot(str(default_model_path()), mode) for mode in _LINGBOT_FUSION)
 )
 PIPELINES.update((p.name, p) for p in (_teacher(prompt) for prompt in TEACHER_PROMPTS))
+PIPELINES.update(
+    (p.name, p)
+    for p in (_teacher(prompt, output_alignment="global") for prompt in ALIGNED_TEACHER_PROMPTS)
+)
 # Classical fills of the teacher's other prompts (the LiDAR's is jbu_lidar, the sensor depth's
 # the hole fills): each prompt kind has a classical baseline.
 PIPELINES.update(
@@ -397,7 +416,9 @@ BASELINES = ("nearest", "inpaint_telea", "ipbasic")
 PROMPT_BASELINES = ("jbu_lidar",)
 LEARNED = tuple(name for name, _ in _LINGBOT_FUSION.values())
 #: The MetricAnything teacher with each prompt kind.
-MA_TEACHER = tuple(f"ma_teacher_{prompt}" for prompt in TEACHER_PROMPTS)
+MA_TEACHER = tuple(f"ma_teacher_{prompt}" for prompt in TEACHER_PROMPTS) + tuple(
+    f"ma_teacher_{prompt}_aligned" for prompt in ALIGNED_TEACHER_PROMPTS
+)
 #: The MetricAnything student alone, its constant-median baseline and the teacher with the
 #: student as its prior; ``--checkpoint`` names the *student* for all three (its weights, its
 #: training median, the prior). Compare with ``ma_teacher_lidar`` (the teacher's own prior).
@@ -530,7 +551,9 @@ def get_pipeline(name: str, checkpoint: str | None = None, teacher: str | None =
     if name in FOCUSDEPTH:
         return _focusdepth(str(checkpoint), chain=name == "focusdepth_chain")
     if name in MA_TEACHER:
-        return _teacher(name.removeprefix("ma_teacher_"), str(checkpoint))
+        alignment = str(pipeline.parameters["output_alignment"])
+        prompt = name.removeprefix("ma_teacher_").removesuffix("_aligned")
+        return _teacher(prompt, str(checkpoint), output_alignment=alignment)
     if name not in LEARNED:
         raise ValueError(f"pipeline {name!r} has no model to replace")
     return _lingbot(str(checkpoint), fuse_measured=str(pipeline.parameters["fuse_measured"]))
