@@ -55,6 +55,11 @@ compressed_depth_image_transport's ``depth_max`` / ``depth_quantization``; depth
 When the engine is slower than the camera, only the newest synchronized frame waits for the
 worker; older ones are counted as skipped, so latency never grows with a backlog.
 
+Outputs are lazy, as depth_image_proc's: an output topic without a subscriber (checked per
+frame with ``get_subscription_count()``) is not built at all — no cloud, no 16UC1 copy, no
+confidence image, no colour decoding when neither the engine nor the cloud needs it — and each
+such frame is counted on /diagnostics as ``outputs_skipped_<output>``.
+
 Fail-safe rules (every node through this base): a frame whose input is malformed (encoding,
 size, camera_info) is dropped with a throttled error naming the field and an ERROR on
 /diagnostics; depth (and prompt) outside [min_depth, max_depth] is invalid; for an engine that
@@ -269,6 +274,25 @@ class DepthCompletionNode(Node):
             else None
         )
 
+        # Lazy outputs (depth_image_proc's behaviour): an output nobody subscribes to is not
+        # built. Checked per frame; frames whose output was skipped are counted per output.
+        self._outputs = {
+            name: pub
+            for name, pub in (
+                ("image", self._pub_depth),
+                ("camera_info", self._pub_info),
+                ("status", self._pub_status),
+                ("compressed_depth", self._pub_depth_cd),
+                ("image_mm", self._pub_depth_mm),
+                ("confidence", self._pub_conf),
+                ("points", self._pub_cloud),
+            )
+            if pub is not None
+        }
+        self._unsubscribed = dict.fromkeys(self._outputs, 0)
+        # The cloud's message buffer, reused every frame (rclpy copies it when publishing).
+        self._cloud_data = None
+
         self.diagnostics = DiagnosticsReporter(
             self,
             task_name="depth completion",
@@ -472,9 +496,23 @@ class DepthCompletionNode(Node):
             self._dropped.report("engine", f"processing failed: {type(exc).__name__}: {exc}")
 
     # -- processing --------------------------------------------------------------------------
-    def _decode(self, frame: _SyncedFrame) -> tuple[np.ndarray, np.ndarray | None, Intrinsics, int]:
+    def _subscribed(self) -> set[str]:
+        """The enabled outputs with a subscriber now; the others are counted as skipped."""
+        wanted = set()
+        for name, pub in self._outputs.items():
+            if pub.get_subscription_count() > 0:
+                wanted.add(name)
+            else:
+                self._unsubscribed[name] += 1
+        return wanted
+
+    def _decode(
+        self, frame: _SyncedFrame, colour: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Intrinsics, int]:
         """(rgb, depth in metres or None, intrinsics of the output image, out-of-range pixel
-        count). The output image is the depth image's when there is one, else the colour's."""
+        count). The output image is the depth image's when there is one, else the colour's.
+        ``colour`` False (the engine takes no colour, no cloud is wanted) leaves the colour
+        image undecoded (rgb None) when there is a depth image to size the output."""
         if frame.depth is not None:
             check_image_size(frame.depth, "depth", self._max_pixels)
         check_image_size(frame.rgb, "colour", self._max_pixels)
@@ -484,10 +522,12 @@ class DepthCompletionNode(Node):
                 depth = depth_image_to_metres(frame.depth)
             except (ValueError, CvBridgeError) as exc:
                 raise FrameRejected("depth", str(exc)) from None
-        try:
-            rgb = image_to_rgb(frame.rgb)
-        except (ValueError, CvBridgeError) as exc:
-            raise FrameRejected("colour", str(exc)) from None
+        rgb = None
+        if colour or depth is None:
+            try:
+                rgb = image_to_rgb(frame.rgb)
+            except (ValueError, CvBridgeError) as exc:
+                raise FrameRejected("colour", str(exc)) from None
         try:
             intrinsics = camera_info_to_intrinsics(frame.info)
         except ValueError as exc:
@@ -496,7 +536,7 @@ class DepthCompletionNode(Node):
         if intrinsics.size != (width, height):
             # camera_info of another resolution of the same (registered) camera
             intrinsics = intrinsics.scaled(width, height)
-        if rgb.shape[:2] != (height, width):
+        if rgb is not None and rgb.shape[:2] != (height, width):
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         out_of_range = self._limit_range(depth) if depth is not None else 0
         return rgb, depth, intrinsics, out_of_range
@@ -534,7 +574,10 @@ class DepthCompletionNode(Node):
         return build
 
     def _process(self, frame: _SyncedFrame) -> None:
-        rgb, depth, intrinsics, out_of_range = self._decode(frame)
+        wanted = self._subscribed()
+        rgb, depth, intrinsics, out_of_range = self._decode(
+            frame, colour=self.inputs.colour or "points" in wanted
+        )
         # Outputs describe the registered depth image, or the colour image without one.
         header = (frame.depth if frame.depth is not None else frame.rgb).header
         warnings: list[tuple[str, str]] = []  # (kind, message): logs are throttled per kind
@@ -613,8 +656,9 @@ class DepthCompletionNode(Node):
         else:
             result = no_result((intrinsics.height, intrinsics.width))
 
-        self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
-        if self._pub_depth_cd is not None:
+        if "image" in wanted:
+            self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
+        if "compressed_depth" in wanted:
             self._pub_depth_cd.publish(
                 metres_to_compressed_depth(
                     result.depth,
@@ -624,31 +668,37 @@ class DepthCompletionNode(Node):
                     depth_quantization=self._cdepth_quant,
                 )
             )
-        self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
+        if "camera_info" in wanted:
+            self._pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
         reason = "; ".join(text for _, text in warnings) or "the engine did not run"
         extra_values = self.publish_extras(header, inputs, result, reason)
-        if self._pub_depth_mm is not None:
+        if "image_mm" in wanted:
             self._pub_depth_mm.publish(metres_to_depth_image(result.depth, header, "16UC1"))
-        if self._pub_conf is not None and result.confidence is not None:
+        if "confidence" in wanted and result.confidence is not None:
             conf = np.ascontiguousarray(result.confidence, dtype=np.float32)
             self._pub_conf.publish(metres_to_depth_image(conf, header, "32FC1"))
-        if self._pub_cloud is not None:
-            self._pub_cloud.publish(depth_to_pointcloud2(result.depth, intrinsics, header, rgb=rgb))
+        if "points" in wanted:
+            cloud = depth_to_pointcloud2(
+                result.depth, intrinsics, header, rgb=rgb, data=self._cloud_data
+            )
+            self._cloud_data = cloud.data
+            self._pub_cloud.publish(cloud)
 
         self._processed += 1
         latency_ms = (time.monotonic() - frame.received) * 1e3
         out_ratio = valid_ratio(result.depth)
         stats = self._sync.stats()
-        status = CompletionStatus()
-        status.header = header
-        status.model_id = self.engine.model_id
-        status.input_valid_ratio = float(in_ratio)
-        status.output_valid_ratio = float(out_ratio)
-        status.latency_ms = float(latency_ms)
-        status.frames_processed = self._processed
-        status.frames_skipped = self._skipped
-        status.messages_unmatched = stats.total_unmatched
-        self._pub_status.publish(status)
+        if "status" in wanted:
+            status = CompletionStatus()
+            status.header = header
+            status.model_id = self.engine.model_id
+            status.input_valid_ratio = float(in_ratio)
+            status.output_valid_ratio = float(out_ratio)
+            status.latency_ms = float(latency_ms)
+            status.frames_processed = self._processed
+            status.frames_skipped = self._skipped
+            status.messages_unmatched = stats.total_unmatched
+            self._pub_status.publish(status)
         with self._history_lock:
             stamp_ns = stamp_to_ns(header.stamp)
             self._history[stamp_ns] = (header, result.depth, intrinsics)
@@ -666,6 +716,7 @@ class DepthCompletionNode(Node):
             latency_ms=f"{latency_ms:.1f}",
             input_valid_ratio=f"{in_ratio:.3f}",
             output_valid_ratio=f"{out_ratio:.3f}",
+            **{f"outputs_skipped_{name}": n for name, n in self._unsubscribed.items()},
         )
         values.update(extra_values)
         if self.prompts is not None:
