@@ -31,7 +31,15 @@ STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("step", "cosine", "constant")
 #: Training methods (``task``; :mod:`training.tasks`).
-TASKS = ("lingbot", "ma_teacher", "ma_student", "focusdepth", "da2_pretrain", "sam3_pretrain")
+TASKS = (
+    "lingbot",
+    "ma_teacher",
+    "ma_student",
+    "focusdepth",
+    "da2_pretrain",
+    "sam3_pretrain",
+    "depthlm",
+)
 
 
 @dataclass
@@ -199,6 +207,58 @@ class FocusConfig:
 
 
 @dataclass
+class DepthLMLoraConfig:
+    """``task: depthlm``: LoRA adapters (``peft``) instead of full fine-tuning; merged into the
+    export. Defaults as ``trl``'s ``get_peft_config`` (the official train.py's)."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # A regular expression over module names (peft's full match): by default the language
+    # model's attention and MLP projections (the vision tower's MLP has the same leaf names).
+    target_modules: str = (
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    )
+    # Modules trained in full beside the adapters (e.g. ["merger"]: the projector).
+    modules_to_save: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DepthLMConfig:
+    """``task: depthlm``: DepthLM SFT (:mod:`training.tasks.depthlm`).
+
+    Per sample and epoch (keyed): the frame is resized to ``f_uni``, centre-cropped to a size
+    drawn from ``crop_width`` x ``crop_height`` (pixels at ``f_uni``; the paper's [1000, 1400]
+    x [700, 1200] at 1000) and fitted to the processor grid; N ~ U[``pixels_per_image``]
+    label pixels whose marker fits the crop are drawn from the first of ``label_sources`` the
+    sample has (``gt``: its ground truth / pseudo-label, ``lidar``: the LiDAR points projected,
+    ``depth``: the valid sensor depth); one marked image per pixel; the distance kind of each
+    pixel by ``distances``' weights (``range``: Euclidean, the paper's; ``z``)."""
+
+    f_uni: float = 1000.0
+    crop: bool = True  # false: the whole normalised frame (then fitted to the grid)
+    crop_position: str = "center"  # center (the official loader) | random
+    crop_width: list[float] = field(default_factory=lambda: [1000.0, 1400.0])
+    crop_height: list[float] = field(default_factory=lambda: [700.0, 1200.0])
+    pixels_per_image: list[int] = field(default_factory=lambda: [1, 4])
+    label_sources: list[str] = field(default_factory=lambda: ["gt", "lidar", "depth"])
+    distances: dict[str, float] = field(default_factory=lambda: {"range": 1.0})
+    min_distance: float = 0.0  # label pixels outside [min, max] metres are not drawn
+    max_distance: float | None = None
+    # ``model.preset: tiny_qwen`` (tests, the CPU config): the processor's max_pixels.
+    tiny_max_pixels: int = 28 * 28 * 64
+    gradient_checkpointing: bool = False
+    lora: DepthLMLoraConfig = field(default_factory=DepthLMLoraConfig)
+    # Validation: greedy answers for val_pixels_per_image pixels of each validation frame
+    # (the whole normalised frame, as DepthLM.query), scored by delta1 and AbsRel.
+    val_pixels_per_image: int = 4
+    val_distance: str = "range"
+    max_new_tokens: int = 32  # validation's token budget (also the export's default)
+    val_generate_batch: int = 16  # marked images per generate call
+
+
+@dataclass
 class ParamGroupConfig:
     """Parameters whose name matches any fnmatch ``patterns`` (first matching group wins)."""
 
@@ -303,6 +363,7 @@ class TrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     focus: FocusConfig = field(default_factory=FocusConfig)
+    depthlm: DepthLMConfig = field(default_factory=DepthLMConfig)
 
     def validate(self) -> TrainConfig:
         """Check the choices the trainer cannot recover from later; returns self."""

@@ -398,8 +398,11 @@ class DepthLM:
         questions: Sequence[str],
         max_new_tokens: int | None = None,
         batch_size: int = 16,
+        synced_gpus: bool = False,
     ) -> list[str]:
-        """Greedy answers, one per (marked image, question), in batches of ``batch_size``."""
+        """Greedy answers, one per (marked image, question), in batches of ``batch_size``.
+        ``synced_gpus``: every rank keeps stepping until all are done (a sharded model's
+        forward is collective: FSDP training's validation)."""
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         budget = int(max_new_tokens or self.settings.max_new_tokens)
@@ -417,6 +420,7 @@ class DepthLM:
                 top_p=None,
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,
+                synced_gpus=synced_gpus,
             )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             texts += tokenizer.batch_decode(

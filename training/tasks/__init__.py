@@ -7,7 +7,9 @@ teacher) or ``ma_student`` (:class:`~training.tasks.ma_student.MetricAnythingStu
 prompt-free student distilled from pseudo-labels), ``focusdepth``
 (:class:`~training.tasks.focusdepth.FocusDepthTask`, prompt-focused refinement of Depth
 Anything V2: stages 1 / 2 and the DA2-ft baseline), ``da2_pretrain`` / ``sam3_pretrain``
-(:mod:`training.tasks.focus_pretrain`, its tiny DA2 and SAM3 parts on synthetic data).
+(:mod:`training.tasks.focus_pretrain`, its tiny DA2 and SAM3 parts on synthetic data),
+``depthlm`` (:class:`~training.tasks.depthlm.DepthLMTask`, DepthLM: supervised fine-tuning of
+a vision-language model to answer the metric distance of a marked pixel).
 :mod:`training.tasks.base` says what a task provides.
 """
 
@@ -43,6 +45,10 @@ def task_class(name: str) -> type[Task]:
         from training.tasks.focus_pretrain import Sam3PretrainTask
 
         return Sam3PretrainTask
+    if name == "depthlm":
+        from training.tasks.depthlm import DepthLMTask
+
+        return DepthLMTask
     raise ValueError(f"unknown task {name!r}: one of {TASKS}")
 
 

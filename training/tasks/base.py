@@ -14,7 +14,8 @@ export's atomic write. A :class:`Task` says what is the method's own:
   :meth:`Task.sample_transform` (per-sample work in the DataLoader workers);
 - a step: :meth:`Task.loss` (forward, loss normalised over the *global* batch, logged terms);
 - validation: :meth:`Task.predict_batch` (the model as inference runs it on a validation
-  batch; the trainer scores it against the batch's target).
+  batch; the trainer scores it against the batch's target), or :meth:`Task.validate` for a
+  method without a dense output (its own metrics).
 
 Randomness is keyed, never streamed: a draw for a sample comes from
 ``sample_seed(seed, epoch, key, stream)``, so it is the same on every rank and in every
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,3 +128,10 @@ class Task(ABC):
     def predict_batch(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(dense depth (B, H, W) float32 in metres as inference computes it, the input depth
         shown in the image log (B, 1, H, W)) for a validation batch."""
+
+    def validate(self, trainer: Trainer, batches: Iterable[dict]) -> dict[str, float] | None:
+        """A task's own validation over ``batches`` (this rank's validation batches, as many on
+        every rank): the metrics, reduced over all ranks; ``val.metric`` must be one of them.
+        None (the default, ``batches`` untouched): the trainer scores
+        :meth:`predict_batch`'s dense depth. For methods without a dense output (DepthLM)."""
+        return None
