@@ -151,6 +151,9 @@ class Engine(ABC):
 
     model_id: str = "engine"
     inputs: EngineInputs = RGBD_INPUTS
+    #: False: the engine answers pixel queries only (DepthLM), ``run`` gives no depth image, and
+    #: the node base publishes no depth_completed/* outputs for it.
+    dense_output: bool = True
 
     @abstractmethod
     def run(self, frame: FrameInputs) -> CompletionResult:

@@ -109,6 +109,7 @@ class DepthLMEngine(Engine):
     """Pixel queries to a DepthLM model (module docstring)."""
 
     inputs = DEPTHLM_INPUTS
+    dense_output = False  # pixel queries only: the node publishes no dense depth for it
 
     def __init__(self, cfg: DepthLMEngineConfig) -> None:
         self.cfg = cfg

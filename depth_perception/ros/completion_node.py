@@ -66,6 +66,12 @@ size, camera_info) is dropped with a throttled error naming the field and an ERR
 takes the sensor depth, a frame with less valid input depth than ``min_input_valid_ratio`` is
 published as NaN (the model has no metric anchor), and suspicious stamps are counted and warned
 about. The node keeps serving the next frame.
+
+Pixel-query engines (DepthLM) declare ``dense_output = False``: they give no depth image, so the
+node publishes none of the ``depth_completed/*`` outputs and never calls ``engine.run``; each
+frame's decoded colour image (instead of a completed depth) is what the history keeps, and the
+subclass answers ``depth_query`` from it and publishes its own outputs (``publish_extras``,
+called with ``result`` None).
 """
 
 from __future__ import annotations
@@ -242,36 +248,30 @@ class DepthCompletionNode(Node):
         self.roles = input_roles(self.inputs, self._prompt_sources)
         self._takes_depth = "depth" in self.roles
         self._camera_frame = str(p("camera_frame").value)
+        # A pixel-query engine (DepthLM) gives no depth image: no depth_completed/* outputs.
+        self._dense = bool(getattr(self.engine, "dense_output", True))
 
         out_qos = reliable_qos(depth=5)
-        self._pub_depth = self.create_publisher(Image, f"{OUTPUT_PREFIX}/image", out_qos)
-        self._pub_info = self.create_publisher(CameraInfo, f"{OUTPUT_PREFIX}/camera_info", out_qos)
-        self._pub_status = self.create_publisher(
-            CompletionStatus, f"{OUTPUT_PREFIX}/status", out_qos
+
+        def publisher(kind, topic: str, enabled: bool = True):
+            return self.create_publisher(kind, topic, out_qos) if enabled and self._dense else None
+
+        self._pub_depth = publisher(Image, f"{OUTPUT_PREFIX}/image")
+        self._pub_info = publisher(CameraInfo, f"{OUTPUT_PREFIX}/camera_info")
+        self._pub_status = publisher(CompletionStatus, f"{OUTPUT_PREFIX}/status")
+        self._pub_depth_cd = publisher(
+            CompressedImage,
+            transport_topic(self, f"{OUTPUT_PREFIX}/image", "compressedDepth"),
+            p("publish_compressed_depth").value,
         )
-        self._pub_depth_cd = (
-            self.create_publisher(
-                CompressedImage,
-                transport_topic(self, f"{OUTPUT_PREFIX}/image", "compressedDepth"),
-                out_qos,
-            )
-            if p("publish_compressed_depth").value
-            else None
+        self._pub_depth_mm = publisher(
+            Image, f"{OUTPUT_PREFIX}/image_mm", p("publish_depth_mm").value
         )
-        self._pub_depth_mm = (
-            self.create_publisher(Image, f"{OUTPUT_PREFIX}/image_mm", out_qos)
-            if p("publish_depth_mm").value
-            else None
+        self._pub_conf = publisher(
+            Image, f"{OUTPUT_PREFIX}/confidence", p("publish_confidence").value
         )
-        self._pub_conf = (
-            self.create_publisher(Image, f"{OUTPUT_PREFIX}/confidence", out_qos)
-            if p("publish_confidence").value
-            else None
-        )
-        self._pub_cloud = (
-            self.create_publisher(PointCloud2, f"{OUTPUT_PREFIX}/points", out_qos)
-            if p("publish_cloud").value
-            else None
+        self._pub_cloud = publisher(
+            PointCloud2, f"{OUTPUT_PREFIX}/points", p("publish_cloud").value
         )
 
         # Lazy outputs (depth_image_proc's behaviour): an output nobody subscribes to is not
@@ -308,7 +308,8 @@ class DepthCompletionNode(Node):
         self._out_of_range_px = 0
         self._stamps = StampMonitor()
         self._pending: _SyncedFrame | None = None
-        # stamp (ns) -> (header, completed depth, intrinsics) of the last frames, for depth_query
+        # stamp (ns) -> (header, completed depth -- the colour image for an engine without dense
+        # output --, intrinsics) of the last frames, for depth_query
         self._history: OrderedDict[int, tuple] = OrderedDict()
         self._history_size = int(p("query_history").value)
         self._history_lock = threading.Lock()
@@ -338,13 +339,14 @@ class DepthCompletionNode(Node):
         raise TypeError(f"{type(self).__name__} must implement make_engine()")
 
     def publish_extras(
-        self, header, inputs: FrameInputs, result: CompletionResult, reason: str = ""
+        self, header, inputs: FrameInputs, result: CompletionResult | None, reason: str = ""
     ) -> dict[str, object]:
         """Hook: publish what the method gives beyond the common outputs, once per frame;
         returns its diagnostics values. Here: the targets' outputs of an engine that takes
         targets (``reason``: why the engine did not run, for each target's error). A subclass
-        with other extras overrides it (and calls it)."""
-        if self.target_outputs is None:
+        with other extras overrides it (and calls it). ``result`` is None for an engine without
+        dense output (the engine was not run)."""
+        if self.target_outputs is None or result is None:
             return {}
         results = result.targets
         if results is None:  # the engine did not run: every target says why
@@ -650,6 +652,14 @@ class DepthCompletionNode(Node):
                     ("target_newer", f"{take.newer} target(s) drawn on a later image skipped")
                 )
 
+        if not self._dense:  # pixel queries only: the subclass's outputs, the frame kept
+            extra_values = self.publish_extras(header, inputs, None)
+            self._processed += 1
+            latency_ms = (time.monotonic() - frame.received) * 1e3
+            self._finish_frame(
+                header, inputs.rgb, intrinsics, warnings, extra_values, latency_ms, prompt_values
+            )
+            return
         if run:
             result = self.engine.run(inputs)
             self._limit_range(result.depth)
@@ -699,9 +709,32 @@ class DepthCompletionNode(Node):
             status.frames_skipped = self._skipped
             status.messages_unmatched = stats.total_unmatched
             self._pub_status.publish(status)
+        ratios = dict(input_valid_ratio=f"{in_ratio:.3f}", output_valid_ratio=f"{out_ratio:.3f}")
+        self._finish_frame(
+            header,
+            result.depth,
+            intrinsics,
+            warnings,
+            {**ratios, **extra_values},
+            latency_ms,
+            prompt_values,
+        )
+
+    def _finish_frame(
+        self,
+        header,
+        kept: np.ndarray,
+        intrinsics: Intrinsics,
+        warnings: list[tuple[str, str]],
+        extra_values: dict[str, object],
+        latency_ms: float,
+        prompt_values: dict[str, object],
+    ) -> None:
+        """Keep the processed frame for depth_query and report it on /diagnostics."""
+        stats = self._sync.stats()
         with self._history_lock:
             stamp_ns = stamp_to_ns(header.stamp)
-            self._history[stamp_ns] = (header, result.depth, intrinsics)
+            self._history[stamp_ns] = (header, kept, intrinsics)
             while len(self._history) > self._history_size:
                 self._history.popitem(last=False)
         values = dict(
@@ -714,8 +747,6 @@ class DepthCompletionNode(Node):
             out_of_range_pixels=self._out_of_range_px,
             **self._stamps.counters(),
             latency_ms=f"{latency_ms:.1f}",
-            input_valid_ratio=f"{in_ratio:.3f}",
-            output_valid_ratio=f"{out_ratio:.3f}",
             **{f"outputs_skipped_{name}": n for name, n in self._unsubscribed.items()},
         )
         values.update(extra_values)
@@ -729,13 +760,15 @@ class DepthCompletionNode(Node):
             message = "; ".join(text for _, text in warnings)
             self.diagnostics.warn(message, kind="+".join(k for k, _ in warnings), **values)
         else:
-            self.diagnostics.update(OK, "completing depth", **values)
+            self.diagnostics.update(
+                OK, "completing depth" if self._dense else "answering pixel queries", **values
+            )
 
     # -- depth_query service -------------------------------------------------------------------
-    def _on_depth_query(
-        self, request: DepthQuery.Request, response: DepthQuery.Response
-    ) -> DepthQuery.Response:
-        stamp_ns = stamp_to_ns(request.stamp)
+    def history_entry(self, stamp) -> tuple[tuple | None, str]:
+        """(the kept (header, depth or colour, intrinsics) of the frame at ``stamp`` -- zero: the
+        newest --, "") or (None, why there is none)."""
+        stamp_ns = stamp_to_ns(stamp)
         with self._history_lock:
             if not self._history:
                 entry = None
@@ -744,12 +777,20 @@ class DepthCompletionNode(Node):
             else:
                 entry = self._history.get(stamp_ns)
             stamps = list(self._history)
+        if entry is not None:
+            return entry, ""
+        return None, (
+            f"no {'completed ' if self._dense else ''}frame with stamp {stamp_ns} ns; have "
+            f"{len(stamps)} " + (f"from {stamps[0]} to {stamps[-1]} ns" if stamps else "(none yet)")
+        )
+
+    def _on_depth_query(
+        self, request: DepthQuery.Request, response: DepthQuery.Response
+    ) -> DepthQuery.Response:
+        entry, why = self.history_entry(request.stamp)
         if entry is None:
             response.success = False
-            response.message = (
-                f"no completed frame with stamp {stamp_ns} ns; have {len(stamps)} "
-                + (f"from {stamps[0]} to {stamps[-1]} ns" if stamps else "(none yet)")
-            )
+            response.message = why
             return response
         header, depth, intrinsics = entry
         intrinsics: Intrinsics
