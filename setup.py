@@ -10,6 +10,7 @@ PACKAGE = "depth_perception"
 # One console entry point per node (``ros2 run depth_perception <name>``) plus the CLI.
 NODES = {
     "depth_fill_node": "depth_perception.ros.nodes.depth_fill_node:main",
+    "depth_query_node": "depth_perception.ros.nodes.depth_query_node:main",
     "depth_register_node": "depth_perception.ros.nodes.depth_register_node:main",
     "focus_depth_node": "depth_perception.ros.nodes.focus_depth_node:main",
     "monocular_depth_node": "depth_perception.ros.nodes.monocular_depth_node:main",
