@@ -291,6 +291,15 @@ def test_two_steps_through_the_command_line_export_loads_and_answers(shards, tmp
     assert json.loads((export / "depthlm.json").read_text())["f_uni"] == 80.0
     lm = DepthLM.from_dir(export)
     assert lm.settings.f_uni == 80.0 and lm.settings.max_new_tokens == 6
+    # the training labels' median range, eval-depthlm's train_median baseline
+    from training.config import load_config
+    from training.tasks.depthlm import training_label_median_range
+    from training.trainer import merged_manifest
+
+    cfg = load_config(CONFIG, overrides(run, shards, iterations=2))
+    manifest = merged_manifest(cfg.data.train, run / "data", "train")
+    median, n = training_label_median_range(manifest, cfg)
+    assert n > 0 and median > 0 and lm.settings.train_median_range_m == pytest.approx(median)
     rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     k = Intrinsics(128, 96, 90.0, 90.0, 63.5, 47.5)
     answers = lm.query(rgb, k, [[64, 48], [0, 0]], max_new_tokens=4)

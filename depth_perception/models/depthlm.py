@@ -108,6 +108,9 @@ class DepthLMSettings:
 
     f_uni: float = F_UNI_TRAIN
     max_new_tokens: int = 64  # the target is ~25 tokens; the official eval allows 4096
+    # The median range of the training labels (written by training/'s export): the constant
+    # baseline eval-depthlm scores beside the model. None: not recorded.
+    train_median_range_m: float | None = None
 
     def save(self, model_dir: str | Path) -> None:
         path = Path(model_dir) / SETTINGS_FILE

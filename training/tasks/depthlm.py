@@ -55,7 +55,10 @@ answers), ``failed`` (the share that did not parse), over all ranks.
 
 Export (``RUN/export``, ``RUN/best``): ``save_pretrained`` of the model (LoRA merged), the
 tokenizer, the image processor, the chat template and ``depthlm.json`` (``f_uni``,
-``max_new_tokens``): what :meth:`DepthLM.from_dir` and the DepthLM engine load.
+``max_new_tokens``, ``train_median_range_m``: the median range of the training labels over up
+to :data:`MEDIAN_SAMPLES` samples spread over the training set, each sample's labels from the
+first of ``label_sources`` it has -- the constant baseline eval-depthlm scores beside the
+model): what :meth:`DepthLM.from_dir` and the DepthLM engine load.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ from depth_perception.core.depthlm import (
     parse_answer,
     pixel_distances,
     question_for,
+    range_image,
     score_answers,
     target_text,
 )
@@ -112,6 +116,8 @@ PARTS = ("vision", "projector", "language")
 TINY_PRESET = "tiny_qwen"
 #: Presets that name the architecture of ``model.init_checkpoint`` (the weights come from it).
 CHECKPOINT_PRESETS = ("qwen2_5_vl", "llava")
+#: Training samples read for the export's train_median_range_m (as ma_student's median).
+MEDIAN_SAMPLES = 256
 #: Per-sample entries a transformed item keeps (the dense maps are not needed after it).
 _KEEP = ("key", "index", "epoch", "intrinsics", "self_supervised", "pseudo")
 
@@ -223,6 +229,43 @@ def eligible_pixels(
     if max_distance is not None:
         keep &= rng_m <= max_distance
     return uv[keep], xy[keep], rng_m[keep], z[keep]
+
+
+def training_label_median_range(
+    manifest: str | Path, cfg: TrainConfig, samples: int = MEDIAN_SAMPLES
+) -> tuple[float, int]:
+    """(median range of the training labels in metres, samples read) over up to ``samples``
+    samples spread evenly over the manifest, read as the trainer reads them (no augmentation):
+    per sample the first of ``label_sources`` with a valid label (:func:`label_maps`), its
+    z-depths turned into ranges through the sample's intrinsics, within ``min_distance`` /
+    ``max_distance`` as the drawn labels are."""
+    from training.dataset import ShardDataset
+    from training.shards import ShardReader
+
+    d = cfg.depthlm
+    dataset = ShardDataset(
+        manifest, seed=cfg.seed, target=cfg.data.target, lidar="lidar" in d.label_sources
+    )
+    n = dataset.num_samples
+    ids = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
+    values = []
+    with ShardReader() as reader:
+        for i in ids:
+            item = dataset.load(int(i), 0, reader)
+            for _, label in label_maps(item, d.label_sources):
+                h, w = label.shape
+                k = Intrinsics.from_K(item["intrinsics"].numpy().astype(np.float64), w, h)
+                r = range_image(label, k)
+                r = r[np.isfinite(r) & (r >= d.min_distance)]
+                if d.max_distance is not None:
+                    r = r[r <= d.max_distance]
+                if r.size:
+                    values.append(r)
+                    break
+    ranges = np.concatenate(values) if values else np.zeros(0)
+    if not ranges.size:
+        raise ValueError(f"{manifest}: no valid training label to take the median range of")
+    return float(np.median(ranges)), len(ids)
 
 
 @dataclass
@@ -551,7 +594,24 @@ class DepthLMTask(Task):
             text = json.dumps(extra, indent=2) + "\n"
             (directory / "processor_config.json").write_text(text, encoding="utf-8")
         d = self.cfg.depthlm
-        DepthLMSettings(f_uni=d.f_uni, max_new_tokens=d.max_new_tokens).save(directory)
+        median = self._train_median_range()
+        DepthLMSettings(
+            f_uni=d.f_uni, max_new_tokens=d.max_new_tokens, train_median_range_m=median
+        ).save(directory)
+
+    def _train_median_range(self) -> float | None:
+        """The training labels' median range for the export (None, logged, without labels)."""
+        from training.trainer import merged_manifest
+
+        cfg = self.cfg
+        try:
+            manifest = merged_manifest(cfg.data.train, Path(cfg.run_dir) / "data", "train")
+            median, n = training_label_median_range(manifest, cfg)
+        except (OSError, ValueError) as exc:
+            log.warning("export: no train_median_range_m (%s)", exc)
+            return None
+        log.info("export: train_median_range_m %.4g m over %d samples", median, n)
+        return median
 
     # --- optimisation ----------------------------------------------------------------------
 
@@ -736,5 +796,6 @@ __all__ = [
     "draw_crop",
     "eligible_pixels",
     "label_maps",
+    "training_label_median_range",
     "model_parts",
 ]
