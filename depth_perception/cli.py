@@ -6,6 +6,7 @@ depth-perception bag-info BAG [--topic ROLE=TOPIC]     roles, rates, frames it g
 depth-perception folder-to-bag DIR OUT                 image-folder captures -> rosbag2
 depth-perception eval-bag BAG --pipeline NAME ...      replay a bag through a pipeline, score it
 depth-perception eval-folder DIR --pipeline NAME ...   hide-and-seek on real captures
+depth-perception eval-depthlm BAG... --checkpoint DIR  DepthLM pixel queries vs baselines
 depth-perception pipelines                             list the pipelines
 depth-perception models [fetch NAME|hf:REPO[/FILE]]    official checkpoints on the Hugging Face Hub
 """
@@ -406,6 +407,50 @@ def cmd_eval_folder(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_eval_depthlm(args: argparse.Namespace) -> int:
+    """DepthLM at sampled pixels of recordings (and/or an official jsonl) beside the constant,
+    training-median and dense baselines (depth_perception.eval.depthlm)."""
+    from depth_perception.engines.depthlm import DepthLMEngine, DepthLMEngineConfig
+    from depth_perception.eval.depthlm import DepthLMEvalConfig, evaluate_frames, evaluate_jsonl
+    from depth_perception.eval.evaluate import chain_bags
+    from depth_perception.eval.report import compare_table
+
+    if not args.bag and args.jsonl is None:
+        raise _UserError("give recordings (BAG ...) and/or --jsonl FILE")
+    options = _read_options(args)
+    bags = [_existing_recording(b) for b in args.bag]
+    jsonl = _existing(args.jsonl) if args.jsonl is not None else None
+    engine = DepthLMEngine(
+        DepthLMEngineConfig(
+            str(_existing(args.checkpoint)),
+            device=args.device,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        )
+    )
+    out = _output_dir(args.out)
+    runs = []
+    if bags:
+        names = ", ".join(Path(b).name for b in bags[:3]) + (" ..." if len(bags) > 3 else "")
+        cfg = DepthLMEvalConfig(
+            pixels_per_image=args.pixels_per_image,
+            seed=args.seed,
+            dense=tuple(args.dense),
+            max_frames=args.max_frames,
+        )
+        title = f"DepthLM pixel queries on {names}"
+        runs.append((out, evaluate_frames(engine, chain_bags(bags, options), cfg, out, title)))
+    if jsonl is not None:
+        where = out / "jsonl" if bags else out
+        runs.append((where, evaluate_jsonl(engine, jsonl, where, args.image_folder)))
+    for where, summary in runs:
+        print(f"{summary['title']} -> {where / 'report.md'}")
+        print(compare_table(summary["methods"], ("delta1", "abs_rel", "failed", "n")))
+        for note in summary["notes"]:
+            print(f"- {note}")
+    return 0
+
+
 def cmd_complete(args: argparse.Namespace) -> None:
     from depth_perception.eval.complete_files import complete_files, frames_from, pipeline_items
     from depth_perception.eval.pipelines import get_pipeline
@@ -505,6 +550,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat with seeds SEED..SEED+N-1 (under OUT/seed_S) and write per_capture.md",
     )
     p.set_defaults(func=cmd_eval_folder)
+
+    p = sub.add_parser(
+        "eval-depthlm",
+        help="DepthLM at sampled pixels of recordings with ground truth (or an official jsonl) "
+        "beside the constant, training-median and dense baselines",
+    )
+    p.add_argument(
+        "bag", type=Path, nargs="*", help="recordings with ground truth (rosbag2, .bag, .mcap)"
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="DepthLM model directory")
+    p.add_argument(
+        "--pixels-per-image",
+        type=_positive_int,
+        default=100,
+        help="pixels drawn per frame among those with ground truth whose marker fits (100)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="key of the per-frame pixel draws")
+    p.add_argument(
+        "--dense",
+        action="append",
+        default=[],
+        metavar="NAME[=CHECKPOINT]",
+        help="also score this pipeline's depth at the same pixels, as range (e.g. "
+        "lingbot_aligned, ma_student); repeatable",
+    )
+    p.add_argument("--jsonl", type=Path, default=None, help="an official evaluation jsonl")
+    p.add_argument(
+        "--image-folder",
+        type=Path,
+        default=None,
+        help="--jsonl: the folder its image paths are relative to (default: the jsonl's)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--max-frames", type=_positive_int, default=None)
+    p.add_argument("--out", type=Path, default=Path("out/eval_depthlm"), help="report directory")
+    _add_recording_args(p)
+    p.set_defaults(func=cmd_eval_depthlm)
 
     p = sub.add_parser("complete", help="complete depth of image captures or a bag into files")
     p.add_argument(
