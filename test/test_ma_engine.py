@@ -227,7 +227,7 @@ def test_missing_or_wrong_checkpoints_say_what_in_one_line(checkpoints, tmp_path
     with pytest.raises(FileNotFoundError) as err:
         MetricAnythingTeacherEngine(MetricAnythingTeacherConfig(device="cpu"))
     assert str(missing) in str(err.value) and "\n" not in str(err.value)
-    assert "not shipped yet" in str(err.value)
+    assert "default model is missing" in str(err.value)
     with pytest.raises(FileNotFoundError, match="teacher checkpoint /nope/teacher does not exist"):
         _engine("/nope/teacher", "lingbot")
     with pytest.raises(ValueError, match="prompt-free .student. network"):

@@ -163,13 +163,31 @@ def test_official_layout_is_recognised_and_loaded_strictly(network, tmp_path):
         _engine(tmp_path / "list.pt")
 
 
+def test_the_shipped_student_is_the_default_and_records_its_training_median():
+    shipped = ma.default_student_path()
+    size = sum(f.stat().st_size for f in shipped.iterdir())
+    assert size <= 25 * 2**20, size
+    engine = MetricAnythingStudentEngine(MetricAnythingStudentConfig(device="cpu"))
+    assert engine.model_id.startswith("metric-anything-student/ma_student_small@")
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["train_labels"] == "pseudo" and config["pixel_loss"] == "dlog"
+    value, origin = ma.training_median_depth(str(shipped))
+    assert value == pytest.approx(config["train_median_depth_m"]) and 1.0 < value < 20.0
+    frame = FrameInputs(
+        intrinsics=Intrinsics(64, 48, fx=60.0, fy=60.0, cx=31.5, cy=23.5, frame_id="cam"),
+        rgb=np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8),
+    )
+    depth = engine.run(frame).depth
+    assert depth.shape == (48, 64) and np.isfinite(depth).all() and (depth > 0).all()
+
+
 def test_missing_checkpoints_say_which_in_one_line(tmp_path, monkeypatch):
     missing = tmp_path / "models" / "ma_student_small"
     monkeypatch.setattr(ma, "default_student_path", lambda: missing)
     with pytest.raises(FileNotFoundError) as err:
         MetricAnythingStudentEngine(MetricAnythingStudentConfig(device="cpu"))
     text = str(err.value)
-    assert str(missing) in text and "not shipped yet" in text and "\n" not in text
+    assert str(missing) in text and "default model is missing" in text and "\n" not in text
     assert f"hf:{OFFICIAL_STUDENT_REPO}/{OFFICIAL_STUDENT_FILE}" in text
     with pytest.raises(FileNotFoundError, match="student checkpoint /nope/x.pt does not exist"):
         _engine("/nope/x.pt")

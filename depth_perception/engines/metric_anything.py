@@ -288,8 +288,8 @@ class MetricAnythingStudentEngine(Engine):
         checkpoint = cfg.checkpoint or str(default_student_path())
         if not cfg.checkpoint and not Path(checkpoint).exists():
             raise FileNotFoundError(
-                f"no MetricAnything student at {checkpoint} (the default model is not shipped "
-                "yet): set checkpoint to a student directory, an official "
+                f"no MetricAnything student at {checkpoint} (the package's default model is "
+                "missing from this install): set checkpoint to a student directory, an official "
                 f"{OFFICIAL_STUDENT_FILE} or hf:{OFFICIAL_STUDENT_REPO}/{OFFICIAL_STUDENT_FILE}"
             )
         model, digest = load_student(checkpoint)
@@ -501,8 +501,8 @@ class MetricAnythingTeacherEngine(Engine):
         checkpoint = cfg.checkpoint or str(default_teacher_path())
         if not cfg.checkpoint and not Path(checkpoint).exists():
             raise FileNotFoundError(
-                f"no MetricAnything teacher at {checkpoint} (the default model is not shipped "
-                "yet): set checkpoint to a teacher directory"
+                f"no MetricAnything teacher at {checkpoint} (the package's default model is "
+                "missing from this install): set checkpoint to a teacher directory"
             )
         model, digest = _load_metric_anything(checkpoint, "MetricAnything teacher")
         if not model.is_teacher:
