@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_runs import fit, records
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depthlm import (
@@ -92,22 +93,6 @@ def overrides(run_dir: Path, shards: dict, **extra) -> list[str]:
 
 def make_cfg(run_dir: Path, shards: dict, **extra):
     return load_config(CONFIG, overrides(run_dir, shards, **extra))
-
-
-def fit(cfg, resume: bool = False, max_steps: int | None = None) -> Trainer:
-    trainer = Trainer(cfg)
-    try:
-        if resume:
-            assert trainer.resume() is not None
-        trainer.fit(max_steps=max_steps)
-    finally:
-        trainer.close()
-    return trainer
-
-
-def records(run: Path, key: str) -> list[tuple[int, float]]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [(r["step"], r[key]) for r in map(json.loads, lines) if key in r]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from tiny_metric_anything import micro_config
+from train_runs import fit, records
 
 from depth_perception.core.camera import Intrinsics
 from depth_perception.io.bag import write_sim_bag
@@ -95,22 +96,6 @@ def teacher_cfg(run_dir: Path, shards: dict, config: Path = TEACHER, **extra):
     if cfg.model.init_checkpoint is None:
         cfg.model.config = micro_config()
     return cfg
-
-
-def fit(cfg, resume: bool = False, max_steps: int | None = None) -> Trainer:
-    trainer = Trainer(cfg)
-    try:
-        if resume:
-            assert trainer.resume() is not None
-        trainer.fit(max_steps=max_steps)
-    finally:
-        trainer.close()
-    return trainer
-
-
-def records(run: Path, key: str) -> list[tuple[int, float]]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [(r["step"], r[key]) for r in map(json.loads, lines) if key in r]
 
 
 # ---------------------------------------------------------------------------------------------
