@@ -202,6 +202,10 @@ class FocusConfig:
     bd_weight: float = 1.0
     seg_weight: float = 1.0
     grad_weight: float = 1.0  # gradient matching term inside each region loss
+    # The per-image scale and shift of the disparity alignment detached (the default, see
+    # models/focusdepth_losses.py) or differentiated through (MiDaS): tiny networks trained
+    # with a detached fit collapsed to a flat output (the CPU configs set false).
+    detach_alignment: bool = True
     da2_ft_train_encoder: bool = True  # da2_ft: the whole DA2 (true) or only its decoder
     score_weight: float = 1.0  # sam3_pretrain: BCE on the matched query's score + presence
 

@@ -10,10 +10,11 @@ The networks are :func:`~depth_perception.models.focusdepth.tiny_configs` at
 ``da2_pretrain``: the image through DA2's preprocessing at S x S, DA2's relative disparity
 resized back to the sample; per image the scale-and-shift-invariant disparity loss of MiDaS
 / DA2: least-squares scale and shift onto the target's disparity over its valid pixels
-(differentiated through, unlike FocusDepth's detached L_glb: see ``loss``), then masked MSE + ``focus.grad_weight`` x the 4-scale
-gradient matching loss, i.e. exactly FocusDepth's L_glb; the mean over the global batch's
-images with a valid pixel. Validation: the aligned prediction in metres, as the focusdepth
-task scores it. Trainable: everything but Dinov2's unused ``mask_token``.
+(detached or not by ``focus.detach_alignment``, as FocusDepth's L_glb), then masked MSE +
+``focus.grad_weight`` x the 4-scale gradient matching loss, i.e. exactly FocusDepth's L_glb;
+the mean over the global batch's images with a valid pixel. Validation: the aligned
+prediction in metres, as the focusdepth task scores it. Trainable: everything but Dinov2's
+unused ``mask_token``.
 
 ``sam3_pretrain``: the image through SAM3's preprocessing at S x S with the sample's target
 prompt (box, text or both, drawn as for FocusDepth); every query's mask is resized to the
@@ -127,10 +128,11 @@ class Da2PretrainTask(Task):
         target = batch["target"].to(dev)
         ok = batch["valid"].to(dev) & (target > 0)
         target_disp = torch.where(ok, 1.0 / torch.where(ok, target, 1.0), 0.0)
-        # Not detached here (MiDaS's SSI loss differentiates through the closed-form fit): from
-        # scratch, a detached fit's scale explodes as the prediction flattens, and the output
-        # ReLU died within 300-600 steps at lr 1e-3, 3e-4 and 1e-4 (grad norm 20, then 0).
-        aligned, _, _ = scale_shift_align(disparity, target_disp, ok, detach=False)
+        # focus.detach_alignment: false in the CPU config -- from scratch, a detached fit's
+        # scale explodes as the prediction flattens, and the output ReLU died within 300-600
+        # steps at lr 1e-3, 3e-4 and 1e-4 (grad norm 20, then 0).
+        detach = self.cfg.focus.detach_alignment
+        aligned, _, _ = scale_shift_align(disparity, target_disp, ok, detach=detach)
         per_image = masked_mse(aligned, target_disp, ok) + self.cfg.focus.grad_weight * (
             gradient_loss(aligned, target_disp, ok)
         )

@@ -548,6 +548,7 @@ class FocusDepthTask(Task):
                 None if logits is None else logits[sl],
                 r=f.band_radius,
                 grad_weight=f.grad_weight,
+                detach_alignment=f.detach_alignment,
             )
             ok = valid[sl] & (target[sl] > 0)
             m = mask[sl]
