@@ -471,6 +471,21 @@ class ShardDataset(IterableDataset):
 # ---------------------------------------------------------------------------------------------
 
 
+def spread_items(dataset: ShardDataset, samples: int) -> tuple[int, Iterator[dict]]:
+    """(how many, the items) of up to ``samples`` samples spread evenly over ``dataset``, each
+    loaded as the trainer reads it in epoch 0: what an export's training-label statistics
+    (a median for a baseline) are taken over."""
+    n = dataset.num_samples
+    ids = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
+
+    def items() -> Iterator[dict]:
+        with ShardReader() as reader:
+            for i in ids:
+                yield dataset.load(int(i), 0, reader)
+
+    return len(ids), items()
+
+
 def _reproject_sparse(prompt: torch.Tensor, old: Intrinsics, new: Intrinsics) -> torch.Tensor:
     """Move a sparse depth map to new intrinsics through 3-D (no point is smeared or lost to
     interpolation, unlike resizing it as an image)."""

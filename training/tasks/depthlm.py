@@ -239,33 +239,29 @@ def training_label_median_range(
     per sample the first of ``label_sources`` with a valid label (:func:`label_maps`), its
     z-depths turned into ranges through the sample's intrinsics, within ``min_distance`` /
     ``max_distance`` as the drawn labels are."""
-    from training.dataset import ShardDataset
-    from training.shards import ShardReader
+    from training.dataset import ShardDataset, spread_items
 
     d = cfg.depthlm
     dataset = ShardDataset(
         manifest, seed=cfg.seed, target=cfg.data.target, lidar="lidar" in d.label_sources
     )
-    n = dataset.num_samples
-    ids = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
+    read, items = spread_items(dataset, samples)
     values = []
-    with ShardReader() as reader:
-        for i in ids:
-            item = dataset.load(int(i), 0, reader)
-            for _, label in label_maps(item, d.label_sources):
-                h, w = label.shape
-                k = Intrinsics.from_K(item["intrinsics"].numpy().astype(np.float64), w, h)
-                r = range_image(label, k)
-                r = r[np.isfinite(r) & (r >= d.min_distance)]
-                if d.max_distance is not None:
-                    r = r[r <= d.max_distance]
-                if r.size:
-                    values.append(r)
-                    break
+    for item in items:
+        for _, label in label_maps(item, d.label_sources):
+            h, w = label.shape
+            k = Intrinsics.from_K(item["intrinsics"].numpy().astype(np.float64), w, h)
+            r = range_image(label, k)
+            r = r[np.isfinite(r) & (r >= d.min_distance)]
+            if d.max_distance is not None:
+                r = r[r <= d.max_distance]
+            if r.size:
+                values.append(r)
+                break
     ranges = np.concatenate(values) if values else np.zeros(0)
     if not ranges.size:
         raise ValueError(f"{manifest}: no valid training label to take the median range of")
-    return float(np.median(ranges)), len(ids)
+    return float(np.median(ranges)), read
 
 
 @dataclass

@@ -64,21 +64,14 @@ def training_label_median(
 ) -> tuple[float, int]:
     """(median of the valid label depths, samples read) over up to ``samples`` samples spread
     evenly over the manifest's training set, read as the trainer reads its targets."""
-    from training.dataset import ShardDataset
-    from training.shards import ShardReader
+    from training.dataset import ShardDataset, spread_items
 
-    dataset = ShardDataset(manifest, seed=seed, target=target)
-    n = dataset.num_samples
-    ids = np.unique(np.linspace(0, n - 1, num=min(samples, n)).round().astype(int))
-    values = []
-    with ShardReader() as reader:
-        for i in ids:
-            item = dataset.load(int(i), 0, reader)
-            values.append(item["target"][item["valid"]].numpy())
+    read, items = spread_items(ShardDataset(manifest, seed=seed, target=target), samples)
+    values = [item["target"][item["valid"]].numpy() for item in items]
     depths = np.concatenate(values) if values else np.zeros(0)
     if not depths.size:
         raise ValueError(f"{manifest}: no valid training label to take the median of")
-    return float(np.median(depths)), len(ids)
+    return float(np.median(depths)), read
 
 
 class MetricAnythingStudentTask(MetricAnythingTask):
