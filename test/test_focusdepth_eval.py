@@ -95,6 +95,32 @@ def test_geometry_of_the_ground_truth_is_zero_and_an_offset_moves_the_centroid(b
         assert 0.0 < row["chamfer_mm"] <= 10.5
 
 
+def test_fde_of_a_focusdepth_scores_each_targets_own_relative_prediction(bag):
+    """FDE-Bench compares models: a target's row scores that target's relative disparity (any
+    scale and shift: aligned away), not the composite depth (here a constant, which would
+    score 1.0 off), also when the target then failed; without a prediction, NaN."""
+    from depth_perception.engines.base import TargetResult
+
+    frame = next(chain_bags([bag]))
+    gt = frame.gt_depth
+    ids = [int(t.target_id) for t in frame.extra["targets"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        affine = (3.0 / gt + 0.2).astype(np.float32)  # exact after a disparity fit
+    results = [TargetResult(target_id=ids[0], text="", relative=affine)]
+    results.append(
+        TargetResult(target_id=ids[1], text="", relative=affine, error="x", error_kind="fit")
+    )
+    composite = np.full_like(gt, 7.0)
+    rows = {r["target_id"]: r for r in target_rows(frame, composite, results)}
+    for tid in ids[:2]:
+        assert rows[tid]["fde.foreground.abs_rel"] < 1e-5, tid
+        assert rows[tid]["fde.global.delta1"] == 1.0
+    assert rows[ids[1]]["error"] == "fit"
+    for tid in ids[2:]:
+        if tid in rows:  # no result: nothing of the model to score
+            assert np.isnan(rows[tid]["fde.global.abs_rel"]) and rows[tid]["error"] == "no_result"
+
+
 def test_eval_bag_writes_targets_quartiles_materials_and_the_prompt_study(
     bag, checkpoint, tmp_path
 ):

@@ -86,6 +86,9 @@ class TargetResult:
     text: str
     score: float = 0.0  # the segmenter's (SAM3's) score; 0 when it did not run
     mask: np.ndarray | None = None  # (H, W) bool
+    # (H, W) float32: the model's relative disparity for this prompt, whole image, before any
+    # fit (what FDE-Bench scores: eval/targets.py); filled even when the target then fails
+    relative: np.ndarray | None = None
     depth: np.ndarray | None = None  # (H, W) float32 metres: this target's metric fit, NaN = none
     points: np.ndarray | None = None  # (N, 3) float32, optical frame: the mask's valid depth
     geometry: TargetGeometry | None = None  # centroid, oriented box, point count

@@ -255,6 +255,7 @@ class FocusDepthEngine(Engine):
         try:
             prompt = target_prompt(target, width, height)
             rel, logits, result.score = self.predict(pixels, prompt, (width, height))
+            result.relative = rel
             result.mask = logits > self.cfg.mask_threshold
             if result.score < self.cfg.min_score:
                 raise TargetError(

@@ -24,8 +24,12 @@ what simulated tabletop bags carry):
   FocusDepth's training validates: the Depth Anything family predicts affine-invariant
   disparity; a metric depth is inverted first), then AbsRel and δ1 on the target's foreground
   (ground-truth mask), its boundary band (r = 10 px) and the global image
-  (:func:`~depth_perception.core.metrics.region_metrics`). ``completion_metrics``' ``target.*``
-  score the depth as it is (no alignment).
+  (:func:`~depth_perception.core.metrics.region_metrics`). For a FocusDepth pipeline the
+  image scored is the model's own whole-image relative disparity for *that target's* prompt
+  (``TargetResult.relative``), not the published composite (the reference outside the masks,
+  which would score the reference): this compares models, as the paper's benchmark does.
+  A target refused before the model ran (invalid box) has NaN there.
+  ``completion_metrics``' ``target.*`` score the depth as it is (no alignment).
 
 Runs aggregate rows per target (not per image): median with Q25 / Q75 (:func:`summarize_rows`),
 for all targets and per material (``frame.extra["materials"]``: instance id -> diffuse /
@@ -73,11 +77,17 @@ ROW_FIELDS = (
 
 
 def fde_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
-    """``pred`` aligned to ``gt`` over the whole image by one scale and shift in disparity
-    (module notes); None when too few pixels are valid in both to fit."""
+    """``pred`` (metric depth) aligned to ``gt`` over the whole image by one scale and shift in
+    disparity (module notes); None when too few pixels are valid in both to fit."""
     pred = np.asarray(pred, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         disparity = np.where(valid_depth(pred), 1.0 / pred, np.nan)
+    return fde_aligned_disparity(disparity, gt)
+
+
+def fde_aligned_disparity(disparity: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
+    """A relative ``disparity`` (any scale and shift; non-finite = invalid) aligned to ``gt``
+    as :func:`fde_aligned` does; None when it cannot be fitted."""
     try:
         scale, shift = align_scale_shift(disparity, gt, space="disparity")
     except ValueError:
@@ -111,7 +121,7 @@ def target_rows(
     gt = frame.gt_depth
     materials = frame.extra.get("materials") or {}
     by_id = {int(r.target_id): r for r in results or []}
-    aligned = fde_aligned(pred, gt)
+    aligned = fde_aligned(pred, gt) if results is None else None
     rows = []
     for target in targets:
         tid = int(target.target_id)
@@ -145,7 +155,12 @@ def target_rows(
             row.update(geometry_errors(points, gt_points))
         elif not row["error"]:
             row["error"] = "no_points"
-        row.update(fde_metrics(aligned, gt, mask))
+        if results is None:
+            row.update(fde_metrics(aligned, gt, mask))
+        else:  # the model's own whole-image prediction for this target's prompt
+            relative = None if result is None else result.relative
+            own = None if relative is None else fde_aligned_disparity(relative, gt)
+            row.update(fde_metrics(own, gt, mask))
         rows.append(row)
     return rows
 
