@@ -161,8 +161,14 @@ def test_slow_engine_processes_newest_frame_and_counts_skipped():
     try:
         assert client.wait_for_node(20.0)
         frames = [make_frame(i) for i in range(6)]
-        client.publish(frames[0])
-        assert engine.started.wait(10.0)
+        # SensorData QoS is best effort: under load the node's side of discovery can lag the
+        # publisher's and drop the first set, so it is re-sent until the engine has it (a
+        # duplicate that is matched too is skipped like any other, as counted below).
+        for _ in range(5):
+            client.publish(frames[0])
+            if engine.started.wait(3.0):
+                break
+        assert engine.started.is_set()
         for f in frames[1:]:
             client.publish(f)
             client.spin_for(0.05)
@@ -171,7 +177,7 @@ def test_slow_engine_processes_newest_frame_and_counts_skipped():
         while node._sync.stats().matched < 6 and time.monotonic() < end:
             client.spin_for(0.05)
         matched = node._sync.stats().matched
-        assert matched == 6
+        assert matched >= 6
         engine.release.set()
         last = frames[-1].stamp_ns
         end = time.monotonic() + 15.0
