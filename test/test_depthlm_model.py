@@ -37,6 +37,19 @@ def tiny(tmp_path_factory) -> DepthLM:
     return DepthLM.from_dir(model_dir)
 
 
+def test_the_small_preset_is_wider_and_deeper(tmp_path):
+    """``small_qwen`` (the shipped CPU model's size): width 128, 4 vision blocks, 4 decoder
+    layers, rotary sections in Qwen's 1:3:3 proportions; an unknown preset is refused."""
+    lm = DepthLM.from_dir(build_tiny_qwen(tmp_path / "small", f_uni=100.0, preset="small_qwen"))
+    text, vision = lm.model.config.text_config, lm.model.config.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, vision.depth) == (128, 4, 4)
+    head_half = text.hidden_size // text.num_attention_heads // 2
+    assert text.rope_scaling["mrope_section"] == [4, 6, 6] and sum([4, 6, 6]) == head_half
+    assert 1.0e6 < sum(p.numel() for p in lm.model.parameters()) < 3.0e6
+    with pytest.raises(ValueError, match="preset 'huge'"):
+        build_tiny_qwen(tmp_path / "huge", preset="huge")
+
+
 def _image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 200, (150, 200, 3), dtype=np.uint8)
 

@@ -250,7 +250,7 @@ class DepthLMConfig:
     distances: dict[str, float] = field(default_factory=lambda: {"range": 1.0})
     min_distance: float = 0.0  # label pixels outside [min, max] metres are not drawn
     max_distance: float | None = None
-    # ``model.preset: tiny_qwen`` (tests, the CPU config): the processor's max_pixels.
+    # ``model.preset: tiny_qwen | small_qwen`` (tests, the CPU configs): the processor's max_pixels.
     tiny_max_pixels: int = 28 * 28 * 64
     gradient_checkpointing: bool = False
     lora: DepthLMLoraConfig = field(default_factory=DepthLMLoraConfig)

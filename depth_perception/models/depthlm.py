@@ -555,14 +555,30 @@ def _tiny_tokenizer(words: Sequence[str]) -> Any:
     )
 
 
+def _mrope(half: int) -> list[int]:
+    """Qwen's (t, h, w) rotary sections for a half head dimension (its 16-24-24 of 64, in
+    the same proportions; [1, 1, 2] for 4)."""
+    t = max(1, half // 4)
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+#: Sizes of the random Qwen2.5-VL presets: (width, vision blocks, decoder layers, heads).
+#: ``tiny_qwen`` (~0.1 M parameters) is the tests' and the pilot's; ``small_qwen`` (~1.4 M) the
+#: shipped CPU model's: 0.1 M could not beat a constant (train-median) answer.
+QWEN_PRESETS = {"tiny_qwen": (32, 2, 2, 4), "small_qwen": (128, 4, 4, 4)}
+
+
 def build_tiny_qwen(
     model_dir: str | Path,
     f_uni: float = 100.0,
     seed: int = 0,
     max_pixels: int = 28 * 28 * 64,
+    preset: str = "tiny_qwen",
 ) -> Path:
-    """Write a tiny random Qwen2.5-VL DepthLM directory (model, tokenizer, image processor,
-    chat template, depthlm.json) that :meth:`DepthLM.from_dir` loads; ~0.1 M parameters."""
+    """Write a small random Qwen2.5-VL DepthLM directory (model, tokenizer, image processor,
+    chat template, depthlm.json) that :meth:`DepthLM.from_dir` loads; ``preset`` from
+    :data:`QWEN_PRESETS`."""
     from transformers import Qwen2_5_VLConfig
 
     from depth_perception.core.depthlm import QUESTIONS, target_text
@@ -574,31 +590,34 @@ def build_tiny_qwen(
     tokenizer = _tiny_tokenizer(corpus * 3)
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    if preset not in QWEN_PRESETS:
+        raise ValueError(f"preset {preset!r}: choose one of {sorted(QWEN_PRESETS)}")
+    width, vision_depth, layers, heads = QWEN_PRESETS[preset]
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
         "num_key_value_heads": 2,
         "max_position_embeddings": 1024,
-        # mrope sections (t, h, w) sum to head_dim / 2 = 4
-        "rope_scaling": {"rope_type": "default", "mrope_section": [1, 1, 2]},
+        # mrope sections (t, h, w) sum to head_dim / 2
+        "rope_scaling": {"rope_type": "default", "mrope_section": _mrope(width // heads // 2)},
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
     vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "depth": vision_depth,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
         "num_heads": 2,
-        "out_hidden_size": 32,
+        "out_hidden_size": width,
         "patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "window_size": 56,
-        "fullatt_block_indexes": [1],
+        "fullatt_block_indexes": list(range(1, vision_depth, 2)),
     }
     config = Qwen2_5_VLConfig(
         text_config=text_config,

@@ -93,6 +93,7 @@ from depth_perception.core.depthlm import (
 )
 from depth_perception.models.depthlm import (
     IGNORE_INDEX,
+    QWEN_PRESETS,
     DepthLM,
     DepthLMSettings,
     build_tiny_qwen,
@@ -113,7 +114,6 @@ LABEL_SOURCES = ("gt", "lidar", "depth")
 DISTANCE_KINDS = ("range", "z")
 CROP_POSITIONS = ("center", "random")
 PARTS = ("vision", "projector", "language")
-TINY_PRESET = "tiny_qwen"
 #: Presets that name the architecture of ``model.init_checkpoint`` (the weights come from it).
 CHECKPOINT_PRESETS = ("qwen2_5_vl", "llava")
 #: Training samples read for the export's train_median_range_m (as ma_student's median).
@@ -502,8 +502,8 @@ class DepthLMTask(Task):
                     d.f_uni,
                 )
             return lm
-        if mc.preset == TINY_PRESET:
-            return self._tiny()
+        if mc.preset in QWEN_PRESETS:
+            return self._tiny(mc.preset)
         if mc.preset in CHECKPOINT_PRESETS:
             raise ValueError(
                 f"task depthlm: model.preset {mc.preset!r} takes its weights from "
@@ -511,25 +511,29 @@ class DepthLMTask(Task):
             )
         raise ValueError(
             f"task depthlm: set model.init_checkpoint (a DepthLM / Qwen2.5-VL directory) or "
-            f"model.preset: {TINY_PRESET} (got preset {mc.preset!r})"
+            f"model.preset: one of {sorted(QWEN_PRESETS)} (got preset {mc.preset!r})"
         )
 
-    def _tiny(self) -> DepthLM:
-        """The ``tiny_qwen`` preset, built from ``seed`` (identical on every rank). Under
-        torch.distributed transformers' ``save_pretrained`` writes on rank 0 only, so rank 0
-        builds it into ``RUN/tiny_qwen`` and the others load it after a barrier; a single
-        process uses a private temporary directory."""
+    def _tiny(self, preset: str) -> DepthLM:
+        """A random ``preset`` (``tiny_qwen``, ``small_qwen``), built from ``seed`` (identical
+        on every rank). Under torch.distributed transformers' ``save_pretrained`` writes on
+        rank 0 only, so rank 0 builds it into ``RUN/<preset>`` and the others load it after a
+        barrier; a single process uses a private temporary directory."""
         import torch.distributed as dist
 
         d = self.cfg.depthlm
 
         def build(directory: Path) -> Path:
             return build_tiny_qwen(
-                directory, f_uni=d.f_uni, seed=self.cfg.seed, max_pixels=d.tiny_max_pixels
+                directory,
+                f_uni=d.f_uni,
+                seed=self.cfg.seed,
+                max_pixels=d.tiny_max_pixels,
+                preset=preset,
             )
 
         if dist.is_available() and dist.is_initialized():
-            path = Path(self.cfg.run_dir) / TINY_PRESET
+            path = Path(self.cfg.run_dir) / preset
             if dist.get_rank() == 0:
                 build(path)
             dist.barrier()
@@ -537,7 +541,7 @@ class DepthLMTask(Task):
         else:
             with tempfile.TemporaryDirectory(prefix="depthlm_tiny_") as tmp:
                 lm = DepthLM.from_dir(build(Path(tmp) / "tiny"))
-        lm.model.name_or_path = TINY_PRESET
+        lm.model.name_or_path = preset
         return lm
 
     def build_model(self) -> nn.Module:
