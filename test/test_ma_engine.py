@@ -221,6 +221,16 @@ def test_the_checkpoint_records_its_prior(checkpoints, tmp_path):
     assert _engine(checkpoints["teacher"], "").prior_spec == "lingbot"  # DEFAULT_PRIOR
 
 
+def test_the_shipped_teachers_priors_resolve_to_shipped_models():
+    """models/: the default teacher's prior is LingBot; the student-prior teacher names the
+    shipped student relative to itself, so it resolves in a checkout and once installed."""
+    models = ma.default_teacher_path().parent
+    assert recorded_prior(models / "ma_teacher_small") == "lingbot"
+    student = (models / "ma_student_small").resolve()
+    assert recorded_prior(models / "ma_teacher_student_prior_small") == f"ma_student:{student}"
+    assert student == ma.default_student_path().resolve()
+
+
 def test_missing_or_wrong_checkpoints_say_what_in_one_line(checkpoints, tmp_path, monkeypatch):
     missing = tmp_path / "models" / "ma_teacher_small"
     monkeypatch.setattr(ma, "default_teacher_path", lambda: missing)
