@@ -84,6 +84,7 @@ def run_cfg(config: Path, data: dict, run_dir: Path, **extra):
         "run_dir": str(run_dir),
         "threads": 1,
         "iterations": 2,
+        "focus.input_size": S,  # the tests' tiny parts (the CPU configs train at 112)
         "model.init_checkpoint": None,
         "focus.init_da2": None,
         "focus.init_sam3": None,
