@@ -564,8 +564,8 @@ def _mrope(half: int) -> list[int]:
 
 
 #: Sizes of the random Qwen2.5-VL presets: (width, vision blocks, decoder layers, heads).
-#: ``tiny_qwen`` (~0.1 M parameters) is the tests' and the pilot's; ``small_qwen`` (~1.4 M) the
-#: shipped CPU model's: 0.1 M could not beat a constant (train-median) answer.
+#: ``tiny_qwen`` (~0.1 M parameters) is the tests' and the first pilot's; ``small_qwen``
+#: (~1.8 M) the CPU config's (training/configs/depthlm_small_cpu.yaml).
 QWEN_PRESETS = {"tiny_qwen": (32, 2, 2, 4), "small_qwen": (128, 4, 4, 4)}
 
 
