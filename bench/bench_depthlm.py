@@ -13,10 +13,11 @@ torch's CPU threads pinned by ``--threads``, default 1; on CUDA each timed call 
 and prints per-query latency, queries per second and the batching speed-up (QPS at N / QPS at
 1: the reference measured in the same run), with the mean generated tokens per answer (greedy
 decoding stops at the end of the answer; a random model runs to ``max_new_tokens``, so time a
-trained one). ``--model``: a DepthLM directory (default ``models/depthlm_small``), or a preset
-name of ``build_tiny_qwen`` (``tiny_qwen``, ``small_qwen``: random weights, built into a
-temporary directory). The paper-size figure the official issue tracker asks for (a Qwen2.5-VL
-3B DepthLM's per-query latency on a GPU): ``--model /models/my_depthlm_3b --device cuda``.
+trained one). ``--model``: a DepthLM directory (default ``models/depthlm_small`` once one is
+shipped, else ``small_qwen``), or a preset name of ``build_tiny_qwen`` (``tiny_qwen``,
+``small_qwen``: random weights, built into a temporary directory). The paper-size figure
+the official issue tracker asks for (a Qwen2.5-VL 3B DepthLM's per-query latency on a
+GPU): ``--model /models/my_depthlm_3b --device cuda``.
 
 Usage: ``python bench/bench_depthlm.py [--model DIR_OR_PRESET] [--batch 32] [--device cpu|cuda]
 [--precision auto|fp32|bf16] [--repeats 5] [--warmup 1] [--threads 1] [--json F]``
@@ -55,7 +56,8 @@ def query_pixels(intr: Intrinsics, n: int, seed: int = 0) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="DepthLM dir or preset")
+    default = str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else "small_qwen"
+    parser.add_argument("--model", default=default, help="DepthLM dir or preset")
     parser.add_argument("--batch", type=int, default=32, help="pixels per batched call")
     add_common_args(parser)
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
