@@ -28,7 +28,7 @@ from depth_perception.eval.pipelines import (
     get_pipeline,
 )
 from depth_perception.eval.prompt_study import PROMPT_STUDY_KINDS, empty_box, study_prompts
-from depth_perception.eval.targets import GEOMETRY_METRICS, target_rows
+from depth_perception.eval.targets import GEOMETRY_METRICS, target_figure, target_rows
 from depth_perception.io.bag import bag_materials, write_frames_bag, write_sim_bag
 from depth_perception.sim.sequence import SequenceConfig, generate_sequence
 
@@ -119,6 +119,31 @@ def test_fde_of_a_focusdepth_scores_each_targets_own_relative_prediction(bag):
     for tid in ids[2:]:
         if tid in rows:  # no result: nothing of the model to score
             assert np.isnan(rows[tid]["fde.global.abs_rel"]) and rows[tid]["error"] == "no_result"
+
+
+def test_the_target_figure_has_a_row_per_target_with_a_prediction(bag):
+    """One row per target with a relative prediction (at most three), none without; an exact
+    prediction leaves the error panel darker (AbsRel 0) than a wrong one."""
+    from depth_perception.engines.base import TargetResult
+
+    frame = next(chain_bags([bag]))
+    gt = frame.gt_depth
+    ids = [int(t.target_id) for t in frame.extra["targets"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        affine = (3.0 / gt + 0.2).astype(np.float32)
+    mask = frame.instance == ids[0]
+    one = [TargetResult(target_id=ids[0], text="mug", relative=affine, mask=mask)]
+    none = [TargetResult(target_id=i, text="") for i in ids]
+    assert target_figure(frame, none) is None
+    single = target_figure(frame, one)
+    many = target_figure(frame, [*one, *one, *one, *one])
+    assert single is not None and many is not None and single.dtype == np.uint8
+    assert many.shape[0] == 3 * single.shape[0] and many.shape[1] == single.shape[1]
+    # the error panel (the last one): an exact prediction is darker there than a wrong one
+    wrong = [TargetResult(target_id=ids[0], text="mug", relative=gt.copy(), mask=mask)]
+    bad = target_figure(frame, wrong)
+    width = round(gt.shape[1] * max(240, gt.shape[0]) / gt.shape[0])
+    assert single[:, -width:].mean() < bad[:, -width:].mean() - 1  # small target: ~4 levels
 
 
 def test_eval_bag_writes_targets_quartiles_materials_and_the_prompt_study(

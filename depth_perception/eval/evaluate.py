@@ -39,6 +39,7 @@ from depth_perception.core.prompts import (
     merge_prompts,
     sensor_depth_prompt,
 )
+from depth_perception.core.visualize import save_png
 from depth_perception.engines.base import (
     PROMPT_INPUTS,
     EngineInputs,
@@ -59,6 +60,7 @@ from depth_perception.eval.targets import (
     ROW_FIELDS,
     per_target_table,
     summarize_rows,
+    target_figure,
     target_rows,
     write_rows_csv,
 )
@@ -510,10 +512,15 @@ def evaluate(
             frame, pred, all_targets, pipeline.range_caps_m, cfg.depth_bins_m
         )
         target_table.extend(target_rows(frame, pred, results, index))
-        writer.add_frame(
+        drawn = writer.add_frame(
             FrameResult(index, frame.stamp_ns, pipeline.name, metrics, latency),
             {"rgb": frame.rgb, "input_depth": frame.depth, "pred": pred, "gt": frame.gt_depth},
         )
+        if drawn is not None and results:
+            # FocusDepth: each target's own prediction, as the fde.* columns score it
+            figure = target_figure(frame, results)
+            if figure is not None:
+                save_png(drawn.with_name(drawn.name.replace("frame_", "targets_")), figure)
 
     if cfg.mode == "offline":
         engine = pipeline.make_engine()

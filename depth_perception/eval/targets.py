@@ -43,16 +43,27 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from depth_perception.core.metrics import (
     REGIONS,
     align_scale_shift,
     apply_scale_shift,
+    region_masks,
     region_metrics,
     valid_depth,
 )
 from depth_perception.core.target_geometry import geometry_errors, target_cloud
+from depth_perception.core.visualize import (
+    RELATIVE_ERROR_VMAX,
+    ColorBar,
+    colorize_depth,
+    colorize_error,
+    colorize_mask,
+    depth_range,
+    side_by_side,
+)
 from depth_perception.engines.base import TargetResult
 from depth_perception.io.frames import RGBDFrame
 
@@ -163,6 +174,69 @@ def target_rows(
             row.update(fde_metrics(own, gt, mask))
         rows.append(row)
     return rows
+
+
+def target_figure(
+    frame: RGBDFrame, results: Sequence[TargetResult], max_targets: int = 3
+) -> np.ndarray | None:
+    """One row per target (the first ``max_targets`` with a relative prediction) of a
+    FocusDepth frame: colour with the prompt box (yellow), the engine's mask (green) and the
+    ground-truth mask's outline (white) | the model's own whole-image prediction for that
+    prompt, FDE-aligned (what the ``fde.*`` columns score) | ground truth | its AbsRel error
+    inside the target's boundary band (dark outside). None when no target has a prediction."""
+    gt = frame.gt_depth
+    if gt is None or frame.rgb is None:
+        return None
+    boxes = {int(t.target_id): t.box for t in frame.extra.get("targets") or []}
+    vmin, vmax = depth_range(gt)
+    rows = []
+    for result in results:
+        if len(rows) >= max_targets:
+            break
+        aligned = None
+        if result.relative is not None:
+            aligned = fde_aligned_disparity(result.relative, gt)
+        if aligned is None:
+            continue
+        rgb = np.array(frame.rgb, dtype=np.uint8, copy=True)
+        if result.mask is not None:
+            rgb = colorize_mask(result.mask, rgb, alpha=0.4)
+        gt_mask = (
+            frame.instance == int(result.target_id)
+            if frame.instance is not None
+            else np.zeros(gt.shape, bool)
+        )
+        contours, _ = cv2.findContours(
+            gt_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(rgb, contours, -1, (255, 255, 255), 1)
+        if result.target_id in boxes:
+            x, y, w, h = (int(v) for v in boxes[result.target_id])
+            cv2.rectangle(rgb, (x, y), (x + w - 1, y + h - 1), (255, 220, 0), 1)
+        regions = region_masks(gt_mask, BOUNDARY_RADIUS)
+        region = regions["foreground"] | regions["boundary"]
+        err = colorize_error(np.where(region, aligned, np.nan), gt)
+        label = f"target {result.target_id} '{result.text}'"
+        rows.append(
+            side_by_side(
+                [rgb, colorize_depth(aligned, vmin, vmax), colorize_depth(gt, vmin, vmax), err],
+                [label, "own prediction, aligned", "ground truth", "AbsRel, fg + band"],
+                height=max(240, gt.shape[0]),
+                colorbars=[
+                    None,
+                    ColorBar.depth(vmin, vmax),
+                    ColorBar.depth(vmin, vmax),
+                    ColorBar(0.0, RELATIVE_ERROR_VMAX, unit="", cmap="inferno"),
+                ],
+            )
+        )
+    if not rows:
+        return None
+    width = max(r.shape[1] for r in rows)
+    padded = [
+        np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows
+    ]
+    return np.concatenate(padded, axis=0)
 
 
 def quartiles(values: Iterable[float]) -> dict[str, float]:
