@@ -89,6 +89,23 @@ def test_fit_recovers_exact_relation_despite_30_percent_gross_outliers():
     assert metric.dtype == np.float32
 
 
+def test_an_inverted_output_gets_the_same_depth_and_a_target_against_its_image_is_refused():
+    """The sign of an affine-invariant output is free (module notes): an inverted one (larger =
+    farther) gives the same metric depth with a negative scale; a target whose own relation
+    has the other sign than the whole image's is refused."""
+    depth, mask = _scene()
+    rel = _relative(1.0 / depth)
+    metric, info = metric_from_relative(rel, depth, mask)
+    inverted, info_inv = metric_from_relative(2.0 - 3.0 * rel, depth, mask)
+    np.testing.assert_allclose(inverted, metric, rtol=1e-6)
+    assert info_inv.scale == pytest.approx(-info.scale / 3.0, rel=1e-9)
+    assert info_inv.shift == pytest.approx(info.shift + 2.0 * info.scale / 3.0, rel=1e-9)
+    # The target's disparity runs the other way than the image's; all weight on the target.
+    against = np.where(mask, 4.0 - rel, rel)
+    with pytest.raises(ValueError, match="other sign than the whole image"):
+        metric_from_relative(against, depth, mask, weights=(1.0, 0.0, 0.0), min_pixels=10)
+
+
 def test_weights_pull_the_fit_toward_the_target():
     depth, mask = _scene()
     # The relative prediction of the target is 15 % too near against the background's relation:

@@ -25,9 +25,17 @@ Choices (none of this is in the FocusDepth paper, which stops at relative depth)
   rounds of weighted least squares with Tukey biweights ``(1 - (r / threshold)^2)^2`` (0
   beyond the threshold, so gross outliers such as flying pixels or a wrong completion have no
   pull at all, which Huber weights would not give). Deterministic for a given ``seed``.
+- **Orientation.** An affine-invariant output has a sign its training loss leaves free (a
+  least-squares fit absorbs a negative scale): Depth Anything's weights predict disparity, but
+  a DA2 trained from scratch here came out inverted (larger = farther; whole-image correlation
+  with 1 / depth about -0.93). The sign is therefore taken from the *whole image* (the
+  unweighted covariance of ``rel`` with the reference disparity over all usable pixels) and
+  the robust fit runs on the oriented values, so its "scale > 0" check still catches a target
+  whose weighted fit disagrees with its own image.
 - **Refusals.** Fewer than ``min_pixels`` usable reference pixels, no spread in the relative
-  values or a non-positive final scale raise ``ValueError`` (a planner should not get a depth
-  from a fit that could not be made); a poor but possible fit is reported in :class:`FitInfo`.
+  values or a final scale of the other sign than the whole image's raise ``ValueError`` (a
+  planner should not get a depth from a fit that could not be made); a poor but possible fit
+  is reported in :class:`FitInfo`.
 - **Oriented box.** ``method="minimal"`` (default): open3d's minimum-volume oriented box
   (``get_minimal_oriented_bounding_box``); for a planar cloud (a face seen straight on, where
   qhull fails) the minimum-area rectangle in the plane (``cv2.minAreaRect``) with zero
@@ -161,6 +169,9 @@ def metric_from_relative(
     if not w.sum() > 0:
         raise ValueError("no reference pixel has a positive weight")
     on_target = mask[used]
+    # The output's orientation, from the whole image (module notes): fit on sign * rel.
+    sign = -1.0 if np.dot(x - x.mean(), y - y.mean()) < 0 else 1.0
+    x = sign * x
 
     rng = np.random.default_rng(seed)
     fit = _ransac(x, y, w, threshold, ransac_hypotheses, max_eval, rng)
@@ -182,11 +193,15 @@ def metric_from_relative(
         if done:
             break
     if not a > 0:
-        raise ValueError(f"fitted scale {a:.3g} is not positive: relative and reference disagree")
+        raise ValueError(
+            f"fitted scale {sign * a:.3g} has the other sign than the whole image's: relative "
+            "and reference disagree at the target"
+        )
 
     resid = (a * x + b) / y - 1.0
     inl = np.abs(resid) < threshold
     n_target = int(np.count_nonzero(on_target))
+    a = sign * a  # the scale of rel itself
     info = FitInfo(
         scale=a,
         shift=b,
