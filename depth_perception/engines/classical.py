@@ -15,6 +15,8 @@ from depth_perception.engines.base import (
     FrameInputs,
 )
 
+#: What the hole fills and passthrough take: the registered depth alone.
+DEPTH_ONLY_INPUTS = EngineInputs(colour=False, depth=True)
 # Methods beyond the geometric hole fills of core.baselines.FILL_METHODS:
 #   jbu          colour-guided joint bilateral upsampling of a sparse metric prompt (LiDAR,
 #                radar or the sensor's own depth: the node's / pipeline's prompt sources)
@@ -37,7 +39,9 @@ class ClassicalFillEngine(CompletionEngine):
         self.method = method
         self.method_kwargs = method_kwargs
         self.model_id = f"classical/{method}"
-        self.inputs: EngineInputs = PROMPT_INPUTS if method == "jbu" else self.inputs
+        # The hole fills and passthrough never read colour: declared so, the node leaves the
+        # colour image undecoded unless the (xyzrgb) cloud has a subscriber.
+        self.inputs: EngineInputs = PROMPT_INPUTS if method == "jbu" else DEPTH_ONLY_INPUTS
 
     def run(self, frame: FrameInputs) -> CompletionResult:
         if self.method == "jbu":
