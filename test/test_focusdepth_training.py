@@ -219,18 +219,28 @@ STAGE_GROUPS = {
         "depth decoder": ("depth_model.neck.", "depth_model.head."),
     },
 }
+# focus.stage2_train_depth_encoder: stage 2's parts and DA2's encoder
+STAGE_GROUPS["stage2_encoder"] = {
+    **STAGE_GROUPS[2],
+    "depth encoder": ("depth_model.backbone.",),
+}
+STAGE2_ENCODER = {
+    "focus.stage2_train_depth_encoder": True,
+    "model.freeze": ["depth_model.backbone.embeddings.mask_token"],
+}
 
 
 @pytest.mark.parametrize(
     ("config", "stage"),
-    [(STAGE1, 1), (STAGE2, 2), (DA2_FT, "da2_ft")],
-    ids=["stage1", "stage2", "da2_ft"],
+    [(STAGE1, 1), (STAGE2, 2), (STAGE2, "stage2_encoder"), (DA2_FT, "da2_ft")],
+    ids=["stage1", "stage2", "stage2_encoder", "da2_ft"],
 )
 def test_stage_trains_exactly_its_parameters(data, tmp_path, config, stage) -> None:
-    trainer, before, after = _steps(run_cfg(config, data, tmp_path / "run"))
+    overrides = STAGE2_ENCODER if stage == "stage2_encoder" else {}
+    trainer, before, after = _steps(run_cfg(config, data, tmp_path / "run", **overrides))
     changed = _changed(before, after)
     prefixes = tuple(p for group in STAGE_GROUPS[stage].values() for p in group)
-    if stage != "da2_ft":
+    if stage in (1, 2):
         assert prefixes == STAGE_PREFIXES[stage]
     assert changed and all(k.startswith(prefixes) for k in changed)
     for name, group in STAGE_GROUPS[stage].items():
@@ -242,7 +252,7 @@ def test_stage_trains_exactly_its_parameters(data, tmp_path, config, stage) -> N
     # Frozen modules in eval mode, trained ones in train mode (as after every step's loss).
     model = trainer.model
     assert not model.sam3.vision_encoder.training and not model.sam3.text_encoder.training
-    assert model.depth_model.backbone.training == (stage == "da2_ft")
+    assert model.depth_model.backbone.training == (stage in ("da2_ft", "stage2_encoder"))
     assert model.mssa.training == (stage != "da2_ft")
     assert model.depth_model.head.training == (stage != 1)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]

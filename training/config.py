@@ -207,6 +207,9 @@ class FocusConfig:
     # with a detached fit collapsed to a flat output (the CPU configs set false).
     detach_alignment: bool = True
     da2_ft_train_encoder: bool = True  # da2_ft: the whole DA2 (true) or only its decoder
+    # stage 2 also trains DA2's encoder (not the paper's, which freezes it: for a DA2 that is
+    # itself undertrained, as the tiny one pretrained here; DA2-ft trains it too)
+    stage2_train_depth_encoder: bool = False
     score_weight: float = 1.0  # sam3_pretrain: BCE on the matched query's score + presence
 
 

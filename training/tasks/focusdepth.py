@@ -25,7 +25,8 @@ prompt has no geometry token; padding boxes would add SAM3's geometry CLS token)
 Stages (``focus.stage``, paper §3.5, Table 5): 1 trains MSSA only (SAM3 then runs without
 autograd: nothing in it trains and L_seg is a constant); 2 trains MSSA, the depth decoder,
 SAM3's prompt-guided transformer and its mask decoder
-(:meth:`~depth_perception.models.focusdepth.FocusDepthModel.stage_parameters`); ``da2_ft`` is
+(:meth:`~depth_perception.models.focusdepth.FocusDepthModel.stage_parameters`), and with
+``focus.stage2_train_depth_encoder`` (not the paper's) DA2's encoder too; ``da2_ft`` is
 Table 6's DA2 fine-tuning baseline: DA2 alone (MSSA *bypassed*: the training forward is DA2's
 own ``predicted_depth``, SAM3 not run), the whole DA2 or, with ``da2_ft_train_encoder:
 false``, its decoder; loss ``L_glb + L_fg + L_bd`` on the same triplets (no mask head). Its
@@ -419,10 +420,12 @@ class FocusDepthTask(Task):
         if self.stage == "da2_ft":
             train_encoder = self.cfg.focus.da2_ft_train_encoder
             return DA2_ENCODER + DA2_DECODER if train_encoder else DA2_DECODER
+        if self.stage == 2 and self.cfg.focus.stage2_train_depth_encoder:
+            return STAGE_PREFIXES[2] + DA2_ENCODER
         return STAGE_PREFIXES[int(self.stage)]
 
     def stage_parameters(self, model: FocusDepthModel) -> list[tuple[str, nn.Parameter]]:
-        if self.stage == "da2_ft":
+        if self.stage == "da2_ft" or self.prefixes != STAGE_PREFIXES[int(self.stage)]:
             return [(n, p) for n, p in model.named_parameters() if n.startswith(self.prefixes)]
         return model.stage_parameters(int(self.stage))
 
