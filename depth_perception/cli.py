@@ -410,7 +410,11 @@ def cmd_eval_folder(args: argparse.Namespace) -> int:
 def cmd_eval_depthlm(args: argparse.Namespace) -> int:
     """DepthLM at sampled pixels of recordings (and/or an official jsonl) beside the constant,
     training-median and dense baselines (depth_perception.eval.depthlm)."""
-    from depth_perception.engines.depthlm import DepthLMEngine, DepthLMEngineConfig
+    from depth_perception.engines.depthlm import (
+        DepthLMEngine,
+        DepthLMEngineConfig,
+        resolve_depthlm_checkpoint,
+    )
     from depth_perception.eval.depthlm import DepthLMEvalConfig, evaluate_frames, evaluate_jsonl
     from depth_perception.eval.evaluate import chain_bags
     from depth_perception.eval.report import compare_table
@@ -420,9 +424,13 @@ def cmd_eval_depthlm(args: argparse.Namespace) -> int:
     options = _read_options(args)
     bags = [_existing_recording(b) for b in args.bag]
     jsonl = _existing(args.jsonl) if args.jsonl is not None else None
+    try:
+        checkpoint = resolve_depthlm_checkpoint(args.checkpoint and _existing(args.checkpoint))
+    except FileNotFoundError as exc:
+        raise _UserError(str(exc)) from None
     engine = DepthLMEngine(
         DepthLMEngineConfig(
-            str(_existing(args.checkpoint)),
+            checkpoint,
             device=args.device,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
@@ -559,7 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "bag", type=Path, nargs="*", help="recordings with ground truth (rosbag2, .bag, .mcap)"
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="DepthLM model directory")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="DepthLM model directory (default: the shipped models/depthlm_small)",
+    )
     p.add_argument(
         "--pixels-per-image",
         type=_positive_int,

@@ -19,7 +19,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tiny_depthlm import ANSWER_M, build_fixed_answer_qwen
 
-from depth_perception.engines.depthlm import DepthLMEngine, DepthLMEngineConfig
+from depth_perception.engines.depthlm import (
+    DepthLMEngine,
+    DepthLMEngineConfig,
+    default_depthlm_path,
+)
 from depth_perception.models.depthlm import build_tiny_qwen
 from depth_perception.ros.conversions import (
     intrinsics_to_camera_info,
@@ -204,11 +208,31 @@ def test_answered_points_and_the_sparse_cloud(models, tmp_path):
         assert node.alive(), log.read_text()
 
 
-def test_no_checkpoint_stops_the_node_with_one_line(tmp_path):
-    from node_harness import failed_node_log
+def test_without_a_checkpoint_the_shipped_model_answers_or_the_node_says_why(tmp_path):
+    """``checkpoint`` empty: the shipped models/depthlm_small answers as the offline engine
+    does; in an install without it the node stops with one line naming the path."""
+    if not default_depthlm_path().exists():
+        from node_harness import failed_node_log
 
-    text = failed_node_log(NAME, "/dlm_none", {}, tmp_path / "node.log", timeout=60)
-    assert "no DepthLM model is shipped yet" in text
+        text = failed_node_log(NAME, "/dlm_none", {}, tmp_path / "node.log", timeout=60)
+        assert f"no DepthLM model at {default_depthlm_path()}" in text
+        return
+    params = {"device": "cpu", "diagnostics_period": 0.2, "sparse_cloud.enabled": True}
+    params.update({"sparse_cloud.every_n_frames": 1, "sparse_cloud.pixels": GRID})
+    frame = make_frame(0)
+    camera = Camera("/dlm_default")
+    log = tmp_path / "node.log"
+    with running_node(NAME, "depth_query.yaml", "/dlm_default", log, params, collector=camera) as (
+        node,
+        _,
+        _,
+    ):
+        camera.feed(frame)
+        res = camera.query(frame.stamp_ns, PIXELS[:2])
+        assert res.success, res.message
+        engine = DepthLMEngine(DepthLMEngineConfig(str(default_depthlm_path()), device="cpu"))
+        assert list(res.answers) == engine.query(frame.rgb, frame.intrinsics, PIXELS[:2]).text
+        assert node.alive(), log.read_text()
 
 
 def test_query_grid():

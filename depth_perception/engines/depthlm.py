@@ -33,11 +33,35 @@ from depth_perception.core.depthlm import DistanceKind, question_for, range_fact
 from depth_perception.engines.base import CompletionResult, Engine, EngineInputs, FrameInputs
 from depth_perception.engines.device import PRECISIONS, resolve_device, use_bf16
 from depth_perception.models.depthlm import DepthLM, PixelAnswer
+from depth_perception.paths import share_dir
 
 log = logging.getLogger(__name__)
 
 #: What DepthLM takes: the colour image and its intrinsics.
 DEPTHLM_INPUTS = EngineInputs(colour=True)
+#: The DepthLM model shipped in the package's models/ directory (the node's default).
+DEFAULT_DEPTHLM = "depthlm_small"
+
+
+def default_depthlm_path() -> Path:
+    return share_dir() / "models" / DEFAULT_DEPTHLM
+
+
+def resolve_depthlm_checkpoint(checkpoint: str | Path | None) -> str:
+    """``checkpoint``, or the shipped model when it is empty; FileNotFoundError naming what to
+    set when neither exists."""
+    if checkpoint:
+        return str(checkpoint)
+    path = default_depthlm_path()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no DepthLM model at {path} (the default is not shipped in this install): set "
+            "checkpoint to a DepthLM model directory (Hugging Face files + depthlm.json, e.g. "
+            "one exported by training/ or a local copy of facebook/DepthLM)"
+        )
+    return str(path)
+
+
 STATUSES = ("ok", "failed", "too_close_to_border")
 
 

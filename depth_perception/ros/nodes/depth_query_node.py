@@ -24,7 +24,7 @@ pixel per generation, depth_perception.engines.depthlm), so the node publishes n
        /diagnostics: frames, queries, answers, failures, clouds.
 
 Parameters (config/depth_query.yaml): ``checkpoint`` (a DepthLM model directory: Hugging Face
-files + depthlm.json with f_uni; required, no model is shipped yet), ``device``,
+files + depthlm.json with f_uni; empty: the shipped ``models/depthlm_small``), ``device``,
 ``precision``, ``max_new_tokens``, ``batch_size``, ``kind``, ``sparse_cloud.*``, plus those of
 every node (sync, queue_size, slop, qos_depth, query_history, diagnostics_period,
 max_input_pixels, rgb_transport).
@@ -43,7 +43,12 @@ from sensor_msgs.msg import PointCloud2
 from depth_perception.core.camera import Intrinsics
 from depth_perception.core.depthlm import parse_answer
 from depth_perception.engines.base import FrameInputs
-from depth_perception.engines.depthlm import DepthLMEngine, DepthLMEngineConfig, PixelQueryResult
+from depth_perception.engines.depthlm import (
+    DepthLMEngine,
+    DepthLMEngineConfig,
+    PixelQueryResult,
+    resolve_depthlm_checkpoint,
+)
 from depth_perception.ros.completion_node import DepthCompletionNode, NodeStartupError
 from depth_perception.ros.conversions import array_to_pointcloud2
 from depth_perception.ros.qos import reliable_qos
@@ -111,12 +116,10 @@ class DepthQueryNode(DepthCompletionNode):
         declare("sparse_cloud.enabled", False)
         declare("sparse_cloud.every_n_frames", 10)
         declare("sparse_cloud.pixels", 64)
-        if not checkpoint:
-            raise NodeStartupError(
-                "checkpoint is empty: no DepthLM model is shipped yet; set it to a DepthLM model "
-                "directory (Hugging Face files + depthlm.json, e.g. one exported by training/ or "
-                "a local copy of facebook/DepthLM)"
-            )
+        try:
+            checkpoint = resolve_depthlm_checkpoint(checkpoint)
+        except FileNotFoundError as exc:
+            raise NodeStartupError(str(exc)) from None
         try:
             cfg = DepthLMEngineConfig(
                 checkpoint=checkpoint,
