@@ -29,7 +29,7 @@ from depth_perception.engines.base import (
     input_roles,
     missing_frame_inputs,
 )
-from depth_perception.engines.classical import ClassicalFillEngine
+from depth_perception.engines.classical import DEPTH_ONLY_INPUTS, ClassicalFillEngine
 from depth_perception.eval.evaluate import FrameInputsBuilder, pipeline_frames, run_offline
 from depth_perception.eval.pipelines import (
     MissingInputError,
@@ -198,9 +198,9 @@ def test_completion_engines_run_their_complete_and_jbu_takes_the_prompt():
     prompt = np.where(rng.random((60, 80)) < 0.05, 3.0, np.nan).astype(np.float32)
     frame = FrameInputs(INTR, rgb=rgb, depth=depth, prompt=prompt)
     nearest = ClassicalFillEngine("nearest")
-    assert nearest.inputs == RGBD_INPUTS
+    assert nearest.inputs == DEPTH_ONLY_INPUTS  # a hole fill never reads colour
     np.testing.assert_array_equal(
-        nearest.run(frame).depth, nearest.complete(rgb, depth, INTR).depth
+        nearest.run(replace(frame, rgb=None)).depth, nearest.complete(rgb, depth, INTR).depth
     )
     jbu = ClassicalFillEngine("jbu")
     assert jbu.inputs == PROMPT_INPUTS
