@@ -39,6 +39,7 @@ TASKS = (
     "da2_pretrain",
     "sam3_pretrain",
     "depthlm",
+    "depthlm_vision",
 )
 
 

@@ -9,7 +9,9 @@ prompt-free student distilled from pseudo-labels), ``focusdepth``
 Anything V2: stages 1 / 2 and the DA2-ft baseline), ``da2_pretrain`` / ``sam3_pretrain``
 (:mod:`training.tasks.focus_pretrain`, its tiny DA2 and SAM3 parts on synthetic data),
 ``depthlm`` (:class:`~training.tasks.depthlm.DepthLMTask`, DepthLM: supervised fine-tuning of
-a vision-language model to answer the metric distance of a marked pixel).
+a vision-language model to answer the metric distance of a marked pixel) and
+``depthlm_vision`` (:mod:`training.tasks.depthlm_vision`, its tiny vision tower pretrained to
+see the marker and the depth under it).
 :mod:`training.tasks.base` says what a task provides.
 """
 
@@ -49,6 +51,10 @@ def task_class(name: str) -> type[Task]:
         from training.tasks.depthlm import DepthLMTask
 
         return DepthLMTask
+    if name == "depthlm_vision":
+        from training.tasks.depthlm_vision import DepthLMVisionTask
+
+        return DepthLMVisionTask
     raise ValueError(f"unknown task {name!r}: one of {TASKS}")
 
 
