@@ -9,7 +9,10 @@ fresh node each:
 
 - ``all``:   every output subscribed (depth, 16UC1 depth, camera_info, cloud, status);
 - ``depth``: only ``depth_completed/image`` subscribed;
-- ``none``:  no output subscribed (``/diagnostics`` only, where the frame counters are read).
+- ``none``:  no output subscribed (``/diagnostics`` only, where the frame counters are read);
+- ``bare``:  not our node: a minimal rclpy process that subscribes to the same three inputs with
+  the same QoS, counts the depth frames and does nothing else (``rclpy.spin``). What any Python
+  node pays to receive the frames; ``none`` minus ``bare`` is our node's own plumbing.
 
 The floor of each case is one ``np.copyto`` of all the bytes the node receives and publishes
 for a frame *in that case* (the published outputs are the subscribed ones), measured in the
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from bench.timing import median_ms, synthetic_rgb, write_json  # noqa: E402
 
 W, H = 640, 480
-CASES = ("all", "depth", "none")
+CASES = ("all", "depth", "none", "bare")
 PREFIX = "depth_completed"
 
 
@@ -70,6 +73,7 @@ def _frame_bytes(case: str) -> tuple[int, dict[str, int]]:
         "all": {"32FC1 out": W * H * 4, "16UC1 out": W * H * 2, "cloud out": W * H * 32},
         "depth": {"32FC1 out": W * H * 4},
         "none": {},
+        "bare": {},
     }[case]
     parts = {**received, **published}
     return sum(parts.values()), parts
@@ -114,11 +118,15 @@ def _threads_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def _diag_counters(collector) -> dict[str, str]:
-    """The newest depth_fill_node status values seen on /diagnostics."""
+#: The /diagnostics status name of the ``bare`` receiver.
+BARE_NAME = "bench_bare_receiver"
+
+
+def _diag_counters(collector, name: str = "depth_fill_node") -> dict[str, str]:
+    """The newest status values of ``name`` seen on /diagnostics."""
     for array in reversed(collector["/diagnostics"]):
         for status in array.status:
-            if "depth_fill_node" in status.name:
+            if name in status.name:
                 return {kv.key: kv.value for kv in status.values}
     return {}
 
@@ -158,9 +166,12 @@ def run_case(case: str, args, log_dir: Path) -> dict:
         log_path=log_dir / f"{case}.log",
     )
     prof_path = log_dir / f"{case}.prof"
-    if args.profile:
-        ros_args = node.command[node.command.index("--ros-args") :]
+    ros_args = node.command[node.command.index("--ros-args") :]
+    if case == "bare":
+        node.command = [sys.executable, __file__, "--bare-node", *ros_args]
+    elif args.profile:
         node.command = [sys.executable, __file__, "--profiled-node", str(prof_path), *ros_args]
+    status_name = BARE_NAME if case == "bare" else "depth_fill_node"
 
     rng = np.random.default_rng(1)
     v, u = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -229,13 +240,13 @@ def run_case(case: str, args, log_dir: Path) -> dict:
 
             feed(0, args.warmup)
             spin(1.5)
-            before = _diag_counters(got)
+            before = _diag_counters(got, status_name)
             cpu0, threads0, t0 = _cpu_s(f"/proc/{pid}/stat"), _threads_cpu(pid), time.monotonic()
             feed(args.warmup, args.frames)
             spin(1.5)  # the last frames complete; the next diagnostics message comes
             cpu1, threads1, t1 = _cpu_s(f"/proc/{pid}/stat"), _threads_cpu(pid), time.monotonic()
             spin(1.0)
-            after = _diag_counters(got)
+            after = _diag_counters(got, status_name)
         finally:
             executor.shutdown()
             listener.destroy_node()
@@ -263,7 +274,7 @@ def run_case(case: str, args, log_dir: Path) -> dict:
         "lazy_counters": {k: v for k, v in after.items() if k.startswith("outputs_")},
         "received": {t: len(m) for t, m in got.items()},
     }
-    if args.profile:
+    if args.profile and case != "bare":
         import pstats
 
         if prof_path.exists():
@@ -303,7 +314,45 @@ def profiled_node(prof_path: str, ros_args: list[str]) -> None:
         stats.dump_stats(prof_path)
 
 
+def bare_node(ros_args: list[str]) -> None:
+    """The ``bare`` case: subscribe to the node's colour, depth and camera_info topics with its
+    QoS, count depth frames, report the count on /diagnostics every 0.5 s; nothing else."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from depth_perception.ros.completion_node import ROLE_TOPICS
+    from depth_perception.ros.qos import sensor_data_qos
+
+    rclpy.init(args=[sys.argv[0], *ros_args])
+    node = rclpy.create_node("bare_receiver")
+    count = [0]
+    qos = sensor_data_qos(5)
+    node.create_subscription(Image, ROLE_TOPICS["rgb"], lambda m: None, qos)
+    node.create_subscription(CameraInfo, ROLE_TOPICS["rgb_info"], lambda m: None, qos)
+    node.create_subscription(
+        Image, ROLE_TOPICS["depth"], lambda m: count.__setitem__(0, count[0] + 1), qos
+    )
+    pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def report() -> None:
+        value = KeyValue(key="frames_processed", value=str(count[0]))
+        pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=BARE_NAME, values=[value])]))
+
+    node.create_timer(0.5, report)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def main() -> None:
+    if "--bare-node" in sys.argv:  # the receiver process of the bare case
+        bare_node(sys.argv[sys.argv.index("--bare-node") + 1 :])
+        return
     if "--profiled-node" in sys.argv:  # the node process of --profile
         at = sys.argv.index("--profiled-node")
         profiled_node(sys.argv[at + 1], sys.argv[at + 2 :])
