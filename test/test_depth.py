@@ -69,6 +69,21 @@ def test_sanitize_depth():
     )
 
 
+def test_sanitize_depth_equals_the_valid_mask_on_a_frame_of_every_kind_of_invalid():
+    rng = np.random.default_rng(3)
+    d = rng.uniform(0.1, 9.0, (48, 64)).astype(np.float32)
+    kinds = rng.integers(0, 6, d.shape)
+    d[kinds == 1] = np.nan
+    d[kinds == 2] = 0.0
+    d[kinds == 3] = -rng.uniform(0.1, 2.0, int((kinds == 3).sum()))
+    d[kinds == 4] = np.inf
+    d[kinds == 5] = -np.inf
+    expected = np.where(valid_mask(d), d, np.float32(np.nan))
+    np.testing.assert_array_equal(sanitize_depth(d), expected)  # NaN where NaN, bitwise else
+    only_nan = np.where(kinds == 1, np.nan, 1.0).astype(np.float32)
+    np.testing.assert_array_equal(sanitize_depth(only_nan), only_nan)
+
+
 def test_hole_stats_hand_made():
     d = np.ones((8, 10), np.float32)
     d[0:2, 0:3] = np.nan  # hole A: 6 px
