@@ -985,3 +985,22 @@ def test_compressed_image_size_reads_headers_only():
         conv.compressed_image_size(compressed("jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF"))
     with pytest.raises(ValueError, match="h264"):
         conv.compressed_image_size(compressed("h264", b"\0" * 64))
+
+
+def test_depth_outputs_equal_the_reference_conversions_on_every_kind_of_invalid():
+    from depth_perception.core.depth import valid_mask
+
+    rng = np.random.default_rng(5)
+    d = rng.uniform(0.1, 80.0, (48, 64)).astype(np.float32)
+    kinds = rng.integers(0, 7, d.shape)
+    d[kinds == 1] = np.nan
+    d[kinds == 2] = 0.0
+    d[kinds == 3] = -1.0
+    d[kinds == 4] = np.inf
+    d[kinds == 5] = -np.inf
+    d[kinds == 6] = 0.0004  # rounds to 0 mm: invalid in 16UC1
+    mm = np.frombuffer(bytes(conv.metres_to_depth_image(d, None, "16UC1").data), np.uint16)
+    np.testing.assert_array_equal(mm.reshape(d.shape), depth_to_mm(d))  # > 65.535 m -> 0 too
+    metres = np.frombuffer(bytes(conv.metres_to_depth_image(d, None, "32FC1").data), np.float32)
+    expected = np.where(valid_mask(d), d, np.float32(np.nan))
+    np.testing.assert_array_equal(metres.reshape(d.shape), expected)

@@ -45,6 +45,7 @@ from depth_perception.core.depth import (
     MM_PER_M,
     depth_from_mm,
     depth_to_mm,
+    sanitize_depth,
     valid_mask,
 )
 from depth_perception.ros.cv_bridge_compat import CvBridge as _CompatCvBridge
@@ -210,21 +211,22 @@ def _mm_to_metres(depth_mm: np.ndarray) -> np.ndarray:
 
 def _sanitized_metres(depth: np.ndarray) -> np.ndarray:
     """:func:`sanitize_depth` of a float image: a new float32 array, NaN where not finite
-    and > 0, in one pass (``x > 0 and x < inf`` is ``isfinite(x) and x > 0``)."""
-    depth = np.asarray(depth, dtype=np.float32)
-    return np.where((depth > 0) & (depth < np.inf), depth, np.float32(np.nan))
+    and > 0 (it writes only the invalid pixels that are not NaN already: a select over every
+    pixel is ~4x slower on a frame with a quarter of holes)."""
+    return sanitize_depth(depth)
 
 
 def _metres_to_mm(depth_m: np.ndarray) -> np.ndarray:
     """:func:`depth_to_mm` of a float image with fewer temporaries (same float64 rounding)."""
     mm = np.multiply(depth_m, MM_PER_M, dtype=np.float64)
     np.rint(mm, out=mm)
-    with np.errstate(invalid="ignore"):
-        # NaN fails both comparisons and inf the second: isfinite is implied.
-        keep = (mm > 0) & (mm <= np.iinfo(np.uint16).max)
-    out = np.zeros(mm.shape, dtype=np.uint16)
-    np.copyto(out, mm, casting="unsafe", where=keep)
-    return out
+    # fmax drops NaN: NaN and everything <= 0 become 0 without a per-pixel select; what does
+    # not fit (beyond 65,535 mm, +inf) is rare and zeroed where it is.
+    np.fmax(mm, 0.0, out=mm)
+    big = mm > np.iinfo(np.uint16).max
+    if big.any():
+        mm[big] = 0.0
+    return mm.astype(np.uint16)
 
 
 def numpy_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Image:
