@@ -26,7 +26,7 @@ from node_harness import (
 )
 from sensor_msgs.msg import Image, PointCloud2
 
-from depth_perception.core.depth import depth_from_mm, depth_to_mm, sanitize_depth
+from depth_perception.core.depth import depth_from_mm, depth_to_mm, sanitize_depth, valid_mask
 from depth_perception.ros import conversions
 from depth_perception.ros.conversions import depth_image_to_metres
 from depth_perception.ros.replay import ReplayClient
@@ -160,9 +160,13 @@ def test_fast_encoders_equal_sanitize_depth_and_depth_to_mm(dtype):
     values = _floats().astype(dtype)
     if dtype == np.float64:
         values = np.concatenate([values, [[1e300, -1e300, 5e-324]]], axis=1)
+    # The 32FC1 encoder against the definition: the value where valid, NaN elsewhere.
+    with np.errstate(over="ignore"):
+        as_f32 = values.astype(np.float32)
+    encoded = conversions.metres_to_depth_image(values, None, "32FC1")
     np.testing.assert_array_equal(
-        conversions._sanitized_metres(values).view(np.uint32),
-        sanitize_depth(values).view(np.uint32),
+        np.frombuffer(bytes(encoded.data), np.float32).reshape(values.shape),
+        np.where(valid_mask(as_f32), as_f32, np.float32(np.nan)),
     )
     np.testing.assert_array_equal(conversions._metres_to_mm(values), depth_to_mm(values))
 

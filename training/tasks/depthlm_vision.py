@@ -41,7 +41,7 @@ from torch import nn
 
 from training.distributed import all_reduce_sum
 from training.optim import assign_groups
-from training.tasks.depthlm import DepthLMTask
+from training.tasks.depthlm import DepthLMTask, batch_rows
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
@@ -108,14 +108,10 @@ class DepthLMVisionTask(DepthLMTask):
     # --- a step ----------------------------------------------------------------------------
 
     def _rows(self, batch: dict) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        images, marked, values = [], [], []
-        for entry in batch["depthlm"]:
-            images += entry["images"]
-            marked.append(entry["marked"].reshape(-1, 2))
-            values.append(entry["distances"])
-        if not images:
-            return [], np.zeros((0, 2), np.int64), np.zeros(0)
-        return images, np.concatenate(marked), np.concatenate(values)
+        """(marked images, marked pixels (n, 2), distances) of every labelled pixel."""
+        images, _, _, values = batch_rows(batch)
+        marked = [entry["marked"].reshape(-1, 2) for entry in batch["depthlm"]]
+        return images, np.concatenate(marked) if marked else np.zeros((0, 2), np.int64), values
 
     def _forward(
         self, trainer: Trainer, images: list[np.ndarray], marked: np.ndarray
