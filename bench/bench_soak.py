@@ -8,6 +8,14 @@ cores used by the node, and its resident memory after warm-up and at the end (gr
 Usage: ``python bench/bench_soak.py [--minutes 0.25] [--nodes fill,lingbot] [--json out.json]``
 (after ``source env.sh``). Skipped frames are not lost: a model slower than the camera always
 works on the newest frame and counts the ones it skipped.
+
+The node base's two stages (``pipeline``, issue 14): ``--pipeline both`` soaks each node with
+``pipeline: true`` and ``false`` in one run, ``--all-outputs`` subscribes to every output
+(16UC1 depth and the 9.8 MB cloud too, the publishing work the second stage takes off the
+model's thread), and ``--engine-threads N`` pins torch's threads in the node (and in the
+engine-alone reference) so the other core is left to the second stage. Printed per node: the
+completed frame rate of each mode, their ratio, and the engine alone on the same frames in this
+process (``engine_ms``): pipelined, the frame rate approaches 1000 / engine_ms.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from depth_perception_msgs.msg import CompletionStatus
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from depth_perception.core.camera import Intrinsics
@@ -40,6 +48,12 @@ from depth_perception.ros.replay import ReplayClient
 W, H, FPS = 640, 480, 30.0
 INTR = Intrinsics(W, H, fx=525.0, fy=525.0, cx=319.5, cy=239.5, frame_id="camera_optical")
 NODES = {"fill": "nearest", "lingbot": "lingbot_aligned"}
+#: ``--all-outputs``: the outputs besides depth and status (topic under depth_completed/).
+ALL_OUTPUTS = {"image_mm": Image, "camera_info": CameraInfo, "points": PointCloud2}
+
+
+def _drop(_msg) -> None:
+    pass
 
 
 def _frames(n: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,15 +82,43 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def soak(name: str, minutes: float, log_dir: Path) -> dict:
+def engine_ms(name: str, repeats: int = 5) -> float:
+    """Median ms of the node's engine alone (``run``) on the soak's frames, in this process."""
+    from depth_perception.engines.base import FrameInputs
+
+    engine = get_pipeline(NODES[name]).make_engine()
+    frames = _frames()
+    times = []
+    for i in range(repeats + 1):
+        rgb, depth = frames[i % len(frames)]
+        t = time.perf_counter()
+        engine.run(FrameInputs(intrinsics=INTR, rgb=rgb, depth=depth.copy()))
+        if i:  # the first run warms up
+            times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def soak(
+    name: str,
+    minutes: float,
+    log_dir: Path,
+    pipelined: bool | None = None,
+    all_outputs: bool = False,
+) -> dict:
     pipeline = get_pipeline(NODES[name])
     namespace = f"/soak_{name}"
+    parameters = dict(pipeline.parameters)
+    if pipelined is not None:
+        parameters["pipeline"] = pipelined
+    if all_outputs:
+        parameters.update(publish_cloud=True, publish_depth_mm=True)
+    mode = "" if pipelined is None else ("_pipelined" if pipelined else "_serial")
     node = NodeProcess(
         pipeline.executable,
         params_file=pipeline.params_path,
         namespace=namespace,
-        parameters=pipeline.parameters,
-        log_path=log_dir / f"{name}.log",
+        parameters=parameters,
+        log_path=log_dir / f"{name}{mode}.log",
     )
     sent: dict[int, float] = {}
     round_trip: dict[int, float] = {}  # stamp -> ms
@@ -95,6 +137,9 @@ def soak(name: str, minutes: float, log_dir: Path) -> dict:
         client.node.create_subscription(
             CompletionStatus, f"{OUTPUT_PREFIX}/status", statuses.append, qos
         )
+        if all_outputs:  # received and dropped: the node builds and publishes them all
+            for topic, kind in ALL_OUTPUTS.items():
+                client.node.create_subscription(kind, f"{OUTPUT_PREFIX}/{topic}", _drop, qos)
         frames = [
             (numpy_to_image(rgb, "rgb8"), metres_to_depth_image(depth, None, "16UC1"))
             for rgb, depth in _frames()
@@ -132,12 +177,16 @@ def soak(name: str, minutes: float, log_dir: Path) -> dict:
     last = statuses[-1]
     node_latency = [s.latency_ms for s in statuses if stamp_to_ns(s.header.stamp) >= measured_from]
     rt = [ms for stamp, ms in round_trip.items() if stamp >= measured_from]
+    measured = [s for s in statuses if stamp_to_ns(s.header.stamp) >= measured_from]
     return {
         "node": pipeline.executable,
         "pipeline": pipeline.name,
+        "pipelined": parameters.get("pipeline", True),
+        "all_outputs": all_outputs,
         "minutes": minutes,
         "frames_sent": i,
         "frames_completed": len(statuses),
+        "completed_per_s_after_warm_up": len(measured) / (t_end - t_cpu),
         "frames_skipped": int(last.frames_skipped),
         "frames_lost": i - len(statuses) - int(last.frames_skipped),
         "messages_unmatched": int(last.messages_unmatched),
@@ -158,14 +207,48 @@ def main() -> None:
     parser.add_argument("--nodes", default="fill,lingbot", help=f"from {sorted(NODES)}")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--logs", type=Path, default=Path("out/bench_soak"))
+    parser.add_argument(
+        "--pipeline",
+        choices=("default", "true", "false", "both"),
+        default="default",
+        help="the nodes' pipeline parameter (default: their config's)",
+    )
+    parser.add_argument("--all-outputs", action="store_true", help="subscribe to every output")
+    parser.add_argument("--engine-threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
+    if args.engine_threads > 0:  # the node processes inherit it; torch reads it at import
+        os.environ["OMP_NUM_THREADS"] = str(args.engine_threads)
+        import torch
+
+        torch.set_num_threads(args.engine_threads)
+    modes = {"default": [None], "true": [True], "false": [False], "both": [True, False]}
     results = []
     for name in args.nodes.split(","):
-        print(f"soak {name} for {args.minutes} min at {FPS:.0f} Hz {W}x{H}", flush=True)
-        result = soak(name, args.minutes, args.logs)
-        results.append(result)
-        print(json.dumps(result, indent=2), flush=True)
+        rates = {}
+        for pipelined in modes[args.pipeline]:
+            print(
+                f"soak {name} for {args.minutes} min at {FPS:.0f} Hz {W}x{H}"
+                + ("" if pipelined is None else f", pipeline {str(pipelined).lower()}"),
+                flush=True,
+            )
+            result = soak(name, args.minutes, args.logs, pipelined, args.all_outputs)
+            results.append(result)
+            rates[pipelined] = result["completed_per_s_after_warm_up"]
+            print(json.dumps(result, indent=2), flush=True)
+        if args.pipeline == "both":
+            ms = engine_ms(name)
+            summary = {
+                "node": name,
+                "engine_ms": ms,
+                "engine_alone_per_s": 1e3 / ms,
+                "pipelined_per_s": rates[True],
+                "serial_per_s": rates[False],
+                "pipelined_over_serial": rates[True] / rates[False],
+                "pipelined_over_engine_alone": rates[True] * ms / 1e3,
+            }
+            results.append(summary)
+            print(json.dumps(summary, indent=2), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

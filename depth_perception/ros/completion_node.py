@@ -55,6 +55,12 @@ compressed_depth_image_transport's ``depth_max`` / ``depth_quantization``; depth
 When the engine is slower than the camera, only the newest synchronized frame waits for the
 worker; older ones are counted as skipped, so latency never grows with a backlog.
 
+Two stages (``pipeline: true``, the default): one thread decodes a frame and runs the engine,
+a second converts and publishes the previous frame's outputs meanwhile, so the frame rate is
+the slower stage's rather than model + plumbing (the engine's torch work releases the GIL). A
+finished frame waits for the publisher only while the publisher still has the one before it.
+``pipeline: false`` runs both stages one after the other in one thread.
+
 Outputs are lazy, as depth_image_proc's: an output topic without a subscriber (checked per
 frame with ``get_subscription_count()``) is not built at all — no cloud, no 16UC1 copy, no
 confidence image, no colour decoding when neither the engine nor the cloud needs it — and each
@@ -161,6 +167,22 @@ class NodeStartupError(RuntimeError):
 
 
 @dataclass
+class _Ran:
+    """A frame after the first stage (decode, prompt, engine), waiting to be published."""
+
+    frame: _SyncedFrame
+    header: object
+    wanted: set[str]
+    rgb: np.ndarray | None
+    intrinsics: Intrinsics
+    inputs: FrameInputs
+    result: CompletionResult | None  # None: a pixel-query engine (no dense output)
+    warnings: list[tuple[str, str]]
+    prompt_values: dict[str, object]
+    in_ratio: float
+
+
+@dataclass
 class _SyncedFrame:
     rgb: Image | CompressedImage
     depth: Image | CompressedImage | None  # None when the node takes no depth
@@ -177,6 +199,10 @@ class DepthCompletionNode(Node):
         self._wake = threading.Condition()
         self._stopping = False
         self._worker: threading.Thread | None = None
+        # second stage (``pipeline``): the frame the publisher thread has to publish
+        self._handoff = threading.Condition()
+        self._ran: _Ran | None = None
+        self._publisher: threading.Thread | None = None
         self.declare_parameter("sync", "exact")
         self.declare_parameter("queue_size", 10)
         self.declare_parameter("slop", 0.015)
@@ -205,6 +231,7 @@ class DepthCompletionNode(Node):
         # Targets (engines that take them).
         self.declare_parameter("max_target_age", DEFAULT_MAX_TARGET_AGE)
         self.declare_parameter("marker_lifetime", 0.2)
+        self.declare_parameter("pipeline", True)
         p = self.get_parameter
         sync = str(p("sync").value)
         if sync not in ("exact", "approximate"):
@@ -331,6 +358,11 @@ class DepthCompletionNode(Node):
             slop=float(p("slop").value) if sync == "approximate" else None,
             callback=self._on_synced,
         )
+        if bool(p("pipeline").value):
+            self._publisher = threading.Thread(
+                target=self._publish_loop, name="completion_publish", daemon=True
+            )
+            self._publisher.start()
         self._worker = threading.Thread(target=self._work, name="completion", daemon=True)
         self._worker.start()
 
@@ -486,16 +518,41 @@ class DepthCompletionNode(Node):
                 if self._stopping:
                     return
                 frame, self._pending = self._pending, None
-            self._process_safely(frame)
+            ran = self._safely(self._run_frame, frame)
+            if ran is None:
+                continue
+            if self._publisher is None:
+                self._safely(self._publish_frame, ran)
+                continue
+            with self._handoff:  # wait only while the publisher has the frame before
+                self._handoff.wait_for(lambda: self._ran is None or self._stopping)
+                if self._stopping:
+                    return
+                self._ran = ran
+                self._handoff.notify_all()
 
-    def _process_safely(self, frame: _SyncedFrame) -> None:
+    def _publish_loop(self) -> None:
+        while True:
+            with self._handoff:
+                self._handoff.wait_for(lambda: self._ran is not None or self._stopping)
+                if self._stopping:
+                    return
+                ran = self._ran
+            self._safely(self._publish_frame, ran)
+            with self._handoff:
+                self._ran = None
+                self._handoff.notify_all()
+
+    def _safely(self, stage, item):
+        """``stage(item)``, or None after reporting what went wrong (the node keeps going)."""
         try:
-            self._process(frame)
+            return stage(item)
         except (ValueError, CvBridgeError) as exc:  # malformed or unsupported input
             self._dropped.report(getattr(exc, "kind", "input"), f"bad input frame dropped: {exc}")
         except Exception as exc:  # keep serving the next frame whatever the engine did
             self.get_logger().error(traceback.format_exc(), throttle_duration_sec=10.0)
             self._dropped.report("engine", f"processing failed: {type(exc).__name__}: {exc}")
+        return None
 
     # -- processing --------------------------------------------------------------------------
     def _subscribed(self) -> set[str]:
@@ -575,7 +632,8 @@ class DepthCompletionNode(Node):
             self._prompt_error(kind, message)
         return build
 
-    def _process(self, frame: _SyncedFrame) -> None:
+    def _run_frame(self, frame: _SyncedFrame) -> _Ran:
+        """The first stage: decode, prompt, targets, the engine."""
         wanted = self._subscribed()
         rgb, depth, intrinsics, out_of_range = self._decode(
             frame, colour=self.inputs.colour or "points" in wanted
@@ -652,19 +710,38 @@ class DepthCompletionNode(Node):
                     ("target_newer", f"{take.newer} target(s) drawn on a later image skipped")
                 )
 
-        if not self._dense:  # pixel queries only: the subclass's outputs, the frame kept
+        result = None
+        if self._dense:  # a pixel-query engine is asked in publish_extras, not here
+            if run:
+                result = self.engine.run(inputs)
+                self._limit_range(result.depth)
+            else:
+                result = no_result((intrinsics.height, intrinsics.width))
+        return _Ran(
+            frame,
+            header,
+            wanted,
+            rgb,
+            intrinsics,
+            inputs,
+            result,
+            warnings,
+            prompt_values,
+            in_ratio,
+        )
+
+    def _publish_frame(self, ran: _Ran) -> None:
+        """The second stage: the outputs, the history, /diagnostics."""
+        header, wanted, intrinsics, inputs = ran.header, ran.wanted, ran.intrinsics, ran.inputs
+        warnings, prompt_values, result = ran.warnings, ran.prompt_values, ran.result
+        if result is None:  # pixel queries only: the subclass's outputs, the frame kept
             extra_values = self.publish_extras(header, inputs, None)
             self._processed += 1
-            latency_ms = (time.monotonic() - frame.received) * 1e3
+            latency_ms = (time.monotonic() - ran.frame.received) * 1e3
             self._finish_frame(
                 header, inputs.rgb, intrinsics, warnings, extra_values, latency_ms, prompt_values
             )
             return
-        if run:
-            result = self.engine.run(inputs)
-            self._limit_range(result.depth)
-        else:
-            result = no_result((intrinsics.height, intrinsics.width))
 
         if "image" in wanted:
             self._pub_depth.publish(metres_to_depth_image(result.depth, header, "32FC1"))
@@ -689,27 +766,29 @@ class DepthCompletionNode(Node):
             self._pub_conf.publish(metres_to_depth_image(conf, header, "32FC1"))
         if "points" in wanted:
             cloud = depth_to_pointcloud2(
-                result.depth, intrinsics, header, rgb=rgb, data=self._cloud_data
+                result.depth, intrinsics, header, rgb=ran.rgb, data=self._cloud_data
             )
             self._cloud_data = cloud.data
             self._pub_cloud.publish(cloud)
 
         self._processed += 1
-        latency_ms = (time.monotonic() - frame.received) * 1e3
+        latency_ms = (time.monotonic() - ran.frame.received) * 1e3
         out_ratio = valid_ratio(result.depth)
         stats = self._sync.stats()
         if "status" in wanted:
             status = CompletionStatus()
             status.header = header
             status.model_id = self.engine.model_id
-            status.input_valid_ratio = float(in_ratio)
+            status.input_valid_ratio = float(ran.in_ratio)
             status.output_valid_ratio = float(out_ratio)
             status.latency_ms = float(latency_ms)
             status.frames_processed = self._processed
             status.frames_skipped = self._skipped
             status.messages_unmatched = stats.total_unmatched
             self._pub_status.publish(status)
-        ratios = dict(input_valid_ratio=f"{in_ratio:.3f}", output_valid_ratio=f"{out_ratio:.3f}")
+        ratios = dict(
+            input_valid_ratio=f"{ran.in_ratio:.3f}", output_valid_ratio=f"{out_ratio:.3f}"
+        )
         self._finish_frame(
             header,
             result.depth,
@@ -812,6 +891,9 @@ class DepthCompletionNode(Node):
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        with self._handoff:
+            self._handoff.notify_all()
+        for thread in (self._worker, self._publisher):
+            if thread is not None:
+                thread.join(timeout=5.0)
         super().destroy_node()
