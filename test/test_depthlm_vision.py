@@ -22,6 +22,7 @@ from train_runs import fit, records
 
 from depth_perception.models.depthlm import DepthLM
 from training.config import load_config
+from training.tasks.depthlm import token_log_distances
 from training.tasks.depthlm_vision import marker_tokens
 from training.trainer import Trainer
 
@@ -50,15 +51,27 @@ def test_marker_token_by_hand():
     assert marker_tokens(marked, grid, merge=2, patch=14) == [4, 5]
 
 
+def test_token_log_distances_by_hand():
+    # a 60 x 30 image in 28-px tokens: 2 x 1 tokens (the last 4 columns, 2 rows belong to none)
+    xy = np.array([[0, 0], [27, 27], [28, 5], [57, 10], [10, 28]])
+    d = np.array([1.0, 4.0, 3.0, 2.0, 9.0])
+    log, count = token_log_distances(xy, d, (60, 30), 28)
+    assert count.tolist() == [2.0, 1.0]  # (57, 10) is column 2 of 2, (10, 28) row 1 of 1
+    np.testing.assert_allclose(log, [(math.log(1) + math.log(4)) / 2, math.log(3)], rtol=1e-6)
+    log, count = token_log_distances(xy[:1], d[:1], (84, 56), 28)
+    assert count.tolist() == [1, 0, 0, 0, 0, 0] and log.tolist() == [0.0] * 6
+
+
 def test_step_loss_formula_and_only_the_tower_trains(shards, tmp_path):  # noqa: F811
-    trainer = Trainer(make_cfg(tmp_path / "step", shards))
+    w = 0.5
+    trainer = Trainer(make_cfg(tmp_path / "step", shards, **{"depthlm.token_depth_weight": w}))
     try:
         task = trainer.task
         transform = task.sample_transform(True)
         items = [transform(it) for it in raw_items(shards, task, 2)]
         batch = {"depthlm": [it["depthlm"] for it in items]}
-        images, marked, values = task._rows(batch)
-        assert images and len(images) == len(marked) == len(values)
+        images, marked, values, tokens = task._rows(batch)
+        assert images and len(images) == len(marked) == len(values) == len(tokens)
         model = trainer.model
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         loss, scalars, _ = task.loss(trainer, batch)
@@ -75,7 +88,13 @@ def test_step_loss_formula_and_only_the_tower_trains(shards, tmp_path):  # noqa:
             for o, t in zip(out, index, strict=True)
         ]
         l1 = [abs(float(o[t, 1]) - math.log(v)) for o, t, v in zip(out, index, values, strict=True)]
-        expected = (sum(float(c) for c in ce) + sum(l1)) / len(images)
+        dense = []
+        for o, t, (log, count) in zip(out, index, tokens, strict=True):
+            # the marked pixel is itself a label: its token is never empty
+            assert len(log) == len(o) and count[t] >= 1
+            labelled = count > 0
+            dense.append(float(np.abs(o[:, 1].numpy() - log)[labelled].mean()))
+        expected = (sum(float(c) for c in ce) + sum(l1) + w * sum(dense)) / len(images)
         assert float(loss) == pytest.approx(expected, rel=1e-5)
         assert scalars["loss"] == pytest.approx(expected, rel=1e-5)
         trainer.optimizer.zero_grad(set_to_none=True)

@@ -266,6 +266,10 @@ class DepthLMConfig:
     # but ~40 of the tiny byte-level tokenizer's: 32 cut every answer's </answer> off.
     max_new_tokens: int = 64
     val_generate_batch: int = 16  # marked images per generate call
+    # ``task: depthlm_vision`` only: weight of the dense target, the L1 between the probe's log
+    # distance at every merged token and the mean log distance of the labels inside it (0: the
+    # marker's token alone).
+    token_depth_weight: float = 0.0
 
 
 @dataclass

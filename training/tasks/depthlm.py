@@ -264,6 +264,22 @@ def training_label_median_range(
     return float(np.median(ranges)), read
 
 
+def token_log_distances(
+    xy: np.ndarray, distances: np.ndarray, size: tuple[int, int], side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean log distance, label count) per ``side`` x ``side`` token of an image of ``size``
+    (w, h), row-major; 0 / 0 where a token holds no label. ``xy`` (N, 2) image pixels."""
+    width_t, height_t = size[0] // side, size[1] // side
+    tx, ty = xy[:, 0] // side, xy[:, 1] // side
+    inside = (tx < width_t) & (ty < height_t)
+    index = (ty * width_t + tx)[inside]
+    n = width_t * height_t
+    count = np.bincount(index, minlength=n).astype(np.float32)
+    total = np.bincount(index, weights=np.log(distances[inside]), minlength=n)
+    log = np.divide(total, count, out=np.zeros(n), where=count > 0).astype(np.float32)
+    return log, count
+
+
 @dataclass
 class DepthLMSamples:
     """The per-sample transform (module docstring): marked images, questions, targets.
@@ -279,6 +295,9 @@ class DepthLMSamples:
     seed: int
     grid: ProcessorGrid
     train: bool = True
+    # > 0: also ``token_log`` / ``token_count`` (:func:`token_log_distances`) over tokens of
+    # this many pixels (the vision pretraining's dense target).
+    token_side: int = 0
 
     def __call__(self, item: dict) -> dict:
         d = self.cfg
@@ -336,6 +355,10 @@ class DepthLMSamples:
         )
         out["depthlm"]["range"] = rng_m[idx].astype(np.float64)
         out["depthlm"]["z"] = z[idx].astype(np.float64)
+        if self.token_side:
+            dense = rng_m if "range" in d.distances else z
+            log, count = token_log_distances(xy, dense, frame.size, self.token_side)
+            out["depthlm"]["token_log"], out["depthlm"]["token_count"] = log, count
         return out
 
     def _eligible(self, maps, source_k, frame):
@@ -798,4 +821,5 @@ __all__ = [
     "label_maps",
     "training_label_median_range",
     "model_parts",
+    "token_log_distances",
 ]

@@ -16,7 +16,14 @@ the language model reads -- and a linear probe on each merged token gives two nu
   marked pixel (``(y // m) * W_t + x // m``, ``m`` = patch x merge = 28 for Qwen2.5-VL);
 - the log distance (the SFT's own label: range or z) read at that token: L1 in log space.
 
-``loss = CE + L1`` per marked image, averaged over the global batch's marked images. Only the
+With ``depthlm.token_depth_weight`` w > 0 the same log-distance output is also trained at
+every merged token against the mean log distance of all the frame's eligible labels inside it
+(:func:`~training.tasks.depthlm.token_log_distances`): L1 averaged over the labelled tokens. A
+marker and one label per image teach the tower little about depth; the dense target gives it
+the whole frame's.
+
+``loss = CE + L1 + w * dense L1`` per marked image, averaged over the global batch's marked
+images. Only the
 vision tower and merger train (``model.freeze`` also applies); the language model is frozen
 and untouched. The probe is not exported: the export is the DepthLM directory
 (:meth:`DepthLMTask.save_export`) with the pretrained tower and the language model as built.
@@ -41,7 +48,7 @@ from torch import nn
 
 from training.distributed import all_reduce_sum
 from training.optim import assign_groups
-from training.tasks.depthlm import DepthLMTask, batch_rows
+from training.tasks.depthlm import DepthLMSamples, DepthLMTask, batch_rows
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
@@ -105,19 +112,35 @@ class DepthLMVisionTask(DepthLMTask):
         in ``optim.rest_name``."""
         return assign_groups(model.named_parameters(), self.cfg.optim)
 
+    def sample_transform(self, train: bool) -> DepthLMSamples:
+        samples = super().sample_transform(train)
+        if self.cfg.depthlm.token_depth_weight > 0:
+            samples.token_side = samples.grid.multiple
+        return samples
+
     # --- a step ----------------------------------------------------------------------------
 
-    def _rows(self, batch: dict) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """(marked images, marked pixels (n, 2), distances) of every labelled pixel."""
+    def _rows(
+        self, batch: dict
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """(marked images, marked pixels (n, 2), distances, per image its frame's (token_log,
+        token_count) -- empty without the dense target) of every labelled pixel."""
         images, _, _, values = batch_rows(batch)
         marked = [entry["marked"].reshape(-1, 2) for entry in batch["depthlm"]]
-        return images, np.concatenate(marked) if marked else np.zeros((0, 2), np.int64), values
+        tokens = [
+            (entry["token_log"], entry["token_count"])
+            for entry in batch["depthlm"]
+            if "token_log" in entry
+            for _ in entry["images"]
+        ]
+        xy = np.concatenate(marked) if marked else np.zeros((0, 2), np.int64)
+        return images, xy, values, tokens
 
     def _forward(
         self, trainer: Trainer, images: list[np.ndarray], marked: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(marker logits per image: list padded to (n, T_max) with -inf, log distance at the
-        marker token (n,), marker token index (n,))."""
+        marker token (n,), marker token index (n,), log distance per token of each image)."""
         enc = self.processor.image_processor(
             images=[Image.fromarray(im) for im in images], return_tensors="pt"
         )
@@ -136,20 +159,37 @@ class DepthLMVisionTask(DepthLMTask):
             logits[i, : len(p)] = p[:, 0].float()
             log_at.append(p[t, 1].float())
         index = torch.tensor(targets, device=trainer.device)
-        return logits, torch.stack(log_at), index
+        return logits, torch.stack(log_at), index, [p[:, 1].float() for p in per_image]
+
+    @staticmethod
+    def _token_l1(
+        per_token: list[torch.Tensor], tokens: list[tuple[np.ndarray, np.ndarray]]
+    ) -> torch.Tensor:
+        """Sum over images of the mean |log distance - token target| over labelled tokens."""
+        total = per_token[0].new_zeros(())
+        for pred, (log, count) in zip(per_token, tokens, strict=True):
+            if len(log) != len(pred):
+                raise ValueError(f"token target of {len(log)} tokens for {len(pred)} tokens")
+            labelled = torch.as_tensor(count > 0, device=pred.device)
+            if labelled.any():
+                target = torch.as_tensor(log, device=pred.device)
+                total = total + (pred - target).abs()[labelled].mean()
+        return total
 
     def loss(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict[str, float], dict]:
         info = trainer.info
-        images, marked, values = self._rows(batch)
+        images, marked, values, tokens = self._rows(batch)
         weight = 1.0
         if not images:  # DDP needs a forward on every rank: one weightless dummy image
             image, _, _ = self._dummy_row()
             side = image.shape[0]
             images, marked, values, weight = [image], np.array([[side // 2, side // 2]]), [1.0], 0.0
-        logits, log_pred, index = self._forward(trainer, images, marked)
+        logits, log_pred, index, per_token = self._forward(trainer, images, marked)
         log_true = torch.log(torch.as_tensor(values, dtype=torch.float32, device=trainer.device))
         ce = F.cross_entropy(logits, index, reduction="sum")
         l1 = (log_pred - log_true).abs().sum()
+        w_dense = self.cfg.depthlm.token_depth_weight
+        dense = self._token_l1(per_token, tokens) if tokens and weight else l1.new_zeros(())
         hits = (logits.argmax(-1) == index).sum()
         stats = torch.tensor(
             [
@@ -157,19 +197,22 @@ class DepthLMVisionTask(DepthLMTask):
                 float(l1.detach()) * weight,
                 float(hits) * weight,
                 len(images) * weight,
+                float(dense.detach()) * weight,
             ],
             dtype=torch.float64,
             device=trainer.device,
         )
         all_reduce_sum(stats, info)
         n = stats[3].clamp_min(1.0)
-        loss = info.world_size * weight * (ce + l1) / n.float()
+        loss = info.world_size * weight * (ce + l1 + w_dense * dense) / n.float()
         scalars = {
-            "loss": float((stats[0] + stats[1]) / n),
+            "loss": float((stats[0] + stats[1] + w_dense * stats[4]) / n),
             "marker_ce": float(stats[0] / n),
             "log_l1": float(stats[1] / n),
             "marker_acc": float(stats[2] / n),
         }
+        if w_dense > 0:
+            scalars["token_l1"] = float(stats[4] / n)
         empty = torch.zeros(0, 3, 1, 1)
         return loss, scalars, {"image": empty, "depth": empty, "pred": empty, "target": empty}
 
@@ -181,10 +224,10 @@ class DepthLMVisionTask(DepthLMTask):
         sums = torch.zeros(4, dtype=torch.float64, device=trainer.device)
         try:
             for batch in batches:
-                images, marked, values = self._rows(batch)
+                images, marked, values, _ = self._rows(batch)
                 if not images:
                     continue
-                logits, log_pred, index = self._forward(trainer, images, marked)
+                logits, log_pred, index, _ = self._forward(trainer, images, marked)
                 pred = log_pred.exp().double().cpu().numpy()
                 ratio = np.maximum(pred / values, values / pred)
                 sums += torch.tensor(
