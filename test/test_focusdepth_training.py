@@ -43,7 +43,7 @@ from training.extract import ExtractConfig, extract
 from training.shards import ShardReader, decode_sample, read_manifest
 from training.tasks import build_task
 from training.tasks.base import sample_seed
-from training.tasks.focusdepth import aligned_depth
+from training.tasks.focusdepth import aligned_depth, batch_prompts, branch_inputs, sam3_prompted
 from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,6 +259,42 @@ def test_stage_trains_exactly_its_parameters(data, tmp_path, config, stage) -> N
     assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
     if stage == "da2_ft":  # closed gates: MSSA never moves, the export's depth is DA2's
         assert all((b.gate.bias == -1e4).all() for b in model.mssa)
+
+
+def test_mssa_init_trains_the_experts_to_reproduce_da2_tokens(data, tmp_path) -> None:
+    trainer, before, after = _steps(
+        run_cfg(STAGE1, data, tmp_path / "run", **{"focus.stage": "mssa_init"})
+    )
+    changed = _changed(before, after)
+    assert changed and all(k.startswith("mssa.") and ".gate." not in k for k in changed)
+    for part in (".proj.", ".router.", ".experts."):
+        assert any(part in k for k in changed), part
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert optimised == {
+        id(p)
+        for n, p in trainer.model.named_parameters()
+        if n.startswith("mssa.") and ".gate." not in n
+    }
+    # The loss by hand on one batch (eval mode: no dropout): F = sum_e softmax(router(Z))_e
+    # expert_e(Z), Z = [X_g || X_p Wp], MSE against X_g per image and scale, mean over both.
+    model = trainer.model.eval()
+    trainer.val_loader.dataset.load_state_dict({"epoch": 0, "consumed": 0})
+    batch = next(iter(trainer.val_loader))
+    with torch.no_grad():
+        loss, scalars, _ = trainer.task._reconstruction_loss(trainer, batch)
+        h, w = batch["image"].shape[-2:]
+        da2, sam3 = branch_inputs(batch["image"], S)
+        tokens = sam3_prompted(model.sam3, sam3, batch_prompts(batch), model.tokenizer, (w, h))
+        maps = model.depth_model.backbone(da2).feature_maps
+        per_image = torch.zeros(da2.shape[0])
+        for feats, block in zip(maps, model.mssa, strict=True):
+            x_g = feats[:, 1:]
+            z = torch.cat([x_g, tokens.tokens @ block.proj.weight.T], dim=-1)
+            weights = torch.softmax(z @ block.router.weight.T + block.router.bias, dim=-1)
+            mix = sum(weights[..., e : e + 1] * ex(z) for e, ex in enumerate(block.experts))
+            per_image += ((mix - x_g) ** 2).mean(dim=(1, 2)) / len(model.mssa)
+    torch.testing.assert_close(loss, per_image.mean(), rtol=1e-5, atol=1e-7)
+    assert scalars["loss/recon"] == pytest.approx(float(per_image.mean()), rel=1e-5)
 
 
 def _export_prediction(export: Path, batch: dict) -> torch.Tensor:

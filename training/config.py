@@ -177,8 +177,10 @@ class FocusConfig:
     :mod:`training.tasks.focusdepth`).
 
     ``stage``: 1 (MSSA only), 2 (MSSA, depth decoder, SAM3's prompt-guided transformer and
-    mask decoder) or ``da2_ft`` (the DA2 fine-tuning baseline: DA2 alone, MSSA bypassed in
-    training and its gates closed in the export). Both branches see the image resized to
+    mask decoder), ``da2_ft`` (the DA2 fine-tuning baseline: DA2 alone, MSSA bypassed in
+    training and its gates closed in the export) or ``mssa_init`` (before stage 1, not the
+    paper's: MSSA's projection, router and experts trained so that the expert mixture F
+    reproduces DA2's tokens X_g; the gates untouched). Both branches see the image resized to
     ``input_size`` S x S (a multiple of 14); the outputs are resized back to the sample.
     """
 

@@ -195,13 +195,17 @@ class MSSA(nn.Module):
     def from_config(cls, c_g: int, c_p: int, config: MSSAConfig) -> MSSA:
         return cls(c_g, c_p, **config.to_dict())
 
-    def fuse(self, x_g: Tensor, x_p: Tensor) -> tuple[Tensor, Tensor]:
-        """(Y, G) on patch tokens only: x_g (B, N, C_g), x_p (B, N, C_p) -> (B, N, C_g), (B, N, 1)
+    def mixture(self, x_g: Tensor, x_p: Tensor) -> Tensor:
+        """F = MoE([X_g || X_p Wp]) on patch tokens: (B, N, C_g), (B, N, C_p) -> (B, N, C_g)
         (the experts are all evaluated: a dense soft mixture, as the router weights are soft)."""
         z = torch.cat([x_g, self.proj(x_p)], dim=-1)
         weights = self.router(z).softmax(dim=-1)  # (B, N, E)
         outputs = torch.stack([expert(z) for expert in self.experts], dim=-1)  # (B, N, C_g, E)
-        fused = (outputs * weights.unsqueeze(-2)).sum(dim=-1)
+        return (outputs * weights.unsqueeze(-2)).sum(dim=-1)
+
+    def fuse(self, x_g: Tensor, x_p: Tensor) -> tuple[Tensor, Tensor]:
+        """(Y, G) on patch tokens: x_g (B, N, C_g), x_p (B, N, C_p) -> (B, N, C_g), (B, N, 1)."""
+        fused = self.mixture(x_g, x_p)
         gate = torch.sigmoid(self.gate(fused))
         return gate * fused + (1.0 - gate) * x_g, gate
 
@@ -348,14 +352,27 @@ class FocusDepthModel(nn.Module):
             raise ValueError("a Sam3Prompt needs SAM3's tokenizer: pass tokenizer=...")
         return sam3_forward(self.sam3, pixel_values, prompt, tokenizer, image_size)
 
-    def depth(
+    def mssa_reconstruction(
         self, pixel_values: Tensor, prompt_tokens: Tensor, prompt_grid: tuple[int, int]
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """DA2 with MSSA between backbone and neck: ((B, H, W) depth, per-scale gates).
+    ) -> Tensor:
+        """(B,) per image, the mean over the scales of the mean squared error between each
+        MSSA block's expert mixture F and the DA2 patch tokens X_g it fuses into. Training F
+        towards X_g first (``focus.stage: mssa_init``, not the paper's) lets the gates start
+        open without the untrained experts replacing half of every DA2 feature with noise."""
+        grid = self._check_grid(pixel_values, prompt_tokens, prompt_grid)
+        with torch.no_grad():  # DA2's encoder is frozen in every FocusDepth stage
+            feature_maps = self.depth_model.backbone(pixel_values).feature_maps
+        errors = []
+        for tokens, block in zip(feature_maps, self.mssa, strict=True):
+            x_g = tokens[:, -grid[0] * grid[1] :]
+            mixture = block.mixture(x_g, prompt_tokens.to(x_g.dtype))
+            errors.append((mixture.float() - x_g.float()).pow(2).mean(dim=(1, 2)))
+        return torch.stack(errors).mean(dim=0)
 
-        ``prompt_tokens`` (B, N, C_p) row-major over ``prompt_grid`` = (h, w), which must be
-        DA2's patch grid of ``pixel_values``.
-        """
+    def _check_grid(
+        self, pixel_values: Tensor, prompt_tokens: Tensor, prompt_grid: tuple[int, int]
+    ) -> tuple[int, int]:
+        """DA2's patch grid of ``pixel_values``, checked against the prompt tokens'."""
         _, _, height, width = pixel_values.shape
         patch_h, patch_w = self.patch_size
         if height % patch_h or width % patch_w:
@@ -374,6 +391,17 @@ class FocusDepthModel(nn.Module):
                 f"prompt tokens {tuple(prompt_tokens.shape)} do not fit a batch of "
                 f"{pixel_values.shape[0]} on a {grid[0]}x{grid[1]} grid"
             )
+        return grid
+
+    def depth(
+        self, pixel_values: Tensor, prompt_tokens: Tensor, prompt_grid: tuple[int, int]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """DA2 with MSSA between backbone and neck: ((B, H, W) depth, per-scale gates).
+
+        ``prompt_tokens`` (B, N, C_p) row-major over ``prompt_grid`` = (h, w), which must be
+        DA2's patch grid of ``pixel_values``.
+        """
+        grid = self._check_grid(pixel_values, prompt_tokens, prompt_grid)
         dm = self.depth_model
         feature_maps = dm.backbone(pixel_values).feature_maps  # each (B, 1 + N, C_g)
         fused, gates = [], []

@@ -35,6 +35,15 @@ bit), so the export is an ordinary FocusDepth checkpoint whose depth is DA2-ft's
 outside the stage are frozen (requires_grad off) and their modules kept in eval mode (dropout
 off) every step; the optimizer sees exactly the stage's parameters (checked).
 
+``mssa_init`` (not the paper's; the paper prescribes no MSSA initialisation) comes before
+stage 1: MSSA's projection, router and experts (not the gates) are trained, SAM3 and DA2
+without autograd, so that each block's expert mixture F reproduces the DA2 tokens X_g it fuses
+into (:meth:`~depth_perception.models.focusdepth.FocusDepthModel.mssa_reconstruction`, MSE per
+image). Stage 1 from its export then starts with open gates (G ~ 0.5) and Y ~ X_g: the
+untrained experts no longer replace half of every DA2 feature with noise (which cost the
+foreground with open gates), and the experts get half the gradient (not ~2 % as through
+closed gates, which never opened; training/README.md, FocusDepth).
+
 Initialisation: ``model.init_checkpoint`` (our FocusDepth checkpoint, e.g. stage 1's export for
 stage 2), or ``focus.init_da2`` + ``focus.init_sam3`` (transformers directories: the tiny
 parts that ``da2_pretrain`` / ``sam3_pretrain`` export, or the official ones), or
@@ -96,7 +105,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("training.tasks.focusdepth")
 
-STAGES = (1, 2, "da2_ft")
+STAGES = (1, 2, "da2_ft", "mssa_init")
 #: Words the tiny tokenizer spells as single tokens: the simulator's graspable classes
 #: (``depth_perception.sim.sequence.GRASPABLE_CLASSES``) and SAM3's box-only phrase.
 CLASS_WORDS = ("box", "book", "can", "mug", "ball", "bottle", "glass", "visual")
@@ -308,8 +317,11 @@ class FocusDepthNet(FocusDepthModel):
         image_size: tuple[int, int] | None = None,
         sam3_no_grad: bool = False,
         da2_only: bool = False,
+        reconstruction: bool = False,
         **kwargs: Any,
-    ) -> FocusDepthOutput:
+    ) -> FocusDepthOutput | torch.Tensor:
+        """``reconstruction``: (B,) :meth:`FocusDepthModel.mssa_reconstruction` instead
+        (with ``prompts``; SAM3 without autograd)."""
         if da2_only:
             depth = self.depth_model(pixel_values=da2_pixel_values).predicted_depth
             return FocusDepthOutput(depth, None, None, None, ())  # type: ignore[arg-type]
@@ -318,8 +330,12 @@ class FocusDepthNet(FocusDepthModel):
         if self.tokenizer is None:
             raise ValueError("prompts need SAM3's tokenizer (model.tokenizer)")
         size = image_size or tuple(sam3_pixel_values.shape[-1:-3:-1])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not sam3_no_grad):
+        with torch.set_grad_enabled(
+            torch.is_grad_enabled() and not (sam3_no_grad or reconstruction)
+        ):
             result = sam3_prompted(self.sam3, sam3_pixel_values, prompts, self.tokenizer, size)
+        if reconstruction:
+            return self.mssa_reconstruction(da2_pixel_values, result.tokens, result.grid_hw)
         return super().forward(da2_pixel_values, sam3_result=result)
 
 
@@ -420,11 +436,19 @@ class FocusDepthTask(Task):
         if self.stage == "da2_ft":
             train_encoder = self.cfg.focus.da2_ft_train_encoder
             return DA2_ENCODER + DA2_DECODER if train_encoder else DA2_DECODER
+        if self.stage == "mssa_init":
+            return STAGE_PREFIXES[1]
         if self.stage == 2 and self.cfg.focus.stage2_train_depth_encoder:
             return STAGE_PREFIXES[2] + DA2_ENCODER
         return STAGE_PREFIXES[int(self.stage)]
 
     def stage_parameters(self, model: FocusDepthModel) -> list[tuple[str, nn.Parameter]]:
+        if self.stage == "mssa_init":  # the gates are not in the reconstruction
+            return [
+                (n, p)
+                for n, p in model.named_parameters()
+                if n.startswith("mssa.") and ".gate." not in n
+            ]
         if self.stage == "da2_ft" or self.prefixes != STAGE_PREFIXES[int(self.stage)]:
             return [(n, p) for n, p in model.named_parameters() if n.startswith(self.prefixes)]
         return model.stage_parameters(int(self.stage))
@@ -532,9 +556,39 @@ class FocusDepthTask(Task):
             )
         return disparity, logits
 
+    def _reconstruction_loss(
+        self, trainer: Trainer, batch: dict
+    ) -> tuple[torch.Tensor, dict[str, float], dict]:
+        """``mssa_init``: the mean of :meth:`FocusDepthModel.mssa_reconstruction` over the
+        global batch's images (every image: the reconstruction needs no target)."""
+        image = batch["image"]
+        _, _, h, w = image.shape
+        da2, sam3 = branch_inputs(image, self.cfg.focus.input_size)
+        with trainer.autocast():
+            per_image = trainer.net(
+                da2.to(trainer.device),
+                sam3.to(trainer.device),
+                prompts=batch_prompts(batch),
+                image_size=(w, h),
+                reconstruction=True,
+            )
+        total = per_image.float().sum()
+        stats = torch.stack([total.detach(), torch.tensor(float(len(per_image)))]).double()
+        all_reduce_sum(stats, trainer.info)
+        loss = trainer.info.world_size * total / float(stats[1].clamp_min(1))
+        value = float(stats[0] / stats[1].clamp_min(1))
+        empty = torch.zeros(0, 3, 1, 1)
+        return (
+            loss,
+            {"loss": value, "loss/recon": value},
+            {"image": empty, "depth": empty, "pred": empty, "target": empty},
+        )
+
     def loss(self, trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict[str, float], dict]:
         f, dev, info = self.cfg.focus, trainer.device, trainer.info
         set_modes(trainer.model, self.prefixes)  # the trainer put everything in train mode
+        if self.stage == "mssa_init":
+            return self._reconstruction_loss(trainer, batch)
         disparity, logits = self.forward(trainer, trainer.net, batch, train=True)
         target = batch["target"].to(dev)
         valid = batch["valid"].to(dev)
