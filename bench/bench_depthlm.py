@@ -13,8 +13,8 @@ torch's CPU threads pinned by ``--threads``, default 1; on CUDA each timed call 
 and prints per-query latency, queries per second and the batching speed-up (QPS at N / QPS at
 1: the reference measured in the same run), with the mean generated tokens per answer (greedy
 decoding stops at the end of the answer; a random model runs to ``max_new_tokens``, so time a
-trained one). ``--model``: a DepthLM directory (default ``models/depthlm_small`` once one is
-shipped, else ``small_qwen``), or a preset name of ``build_tiny_qwen`` (``tiny_qwen``,
+trained one). ``--model``: a DepthLM directory (default the shipped ``models/depthlm_small``;
+``small_qwen`` where an install has none), or a preset name of ``build_tiny_qwen`` (``tiny_qwen``,
 ``small_qwen``: random weights, built into a temporary directory). The paper-size figure
 the official issue tracker asks for (a Qwen2.5-VL 3B DepthLM's per-query latency on a
 GPU): ``--model /models/my_depthlm_3b --device cuda``.
