@@ -573,7 +573,7 @@ class FocusDepthTask(Task):
                 reconstruction=True,
             )
         total = per_image.float().sum()
-        stats = torch.stack([total.detach(), torch.tensor(float(len(per_image)))]).double()
+        stats = torch.stack([total.detach(), total.new_tensor(float(len(per_image)))]).double()
         all_reduce_sum(stats, trainer.info)
         loss = trainer.info.world_size * total / float(stats[1].clamp_min(1))
         value = float(stats[0] / stats[1].clamp_min(1))
