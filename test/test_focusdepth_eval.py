@@ -17,6 +17,7 @@ import torch
 from test_focusdepth_engine import save_tiny_focusdepth
 
 from depth_perception.cli import main
+from depth_perception.engines.base import CompletionResult, Engine, FrameInputs, TargetResult
 from depth_perception.engines.focusdepth import default_focusdepth_path
 from depth_perception.eval.evaluate import chain_bags
 from depth_perception.eval.pipelines import (
@@ -27,7 +28,12 @@ from depth_perception.eval.pipelines import (
     expand_pipelines,
     get_pipeline,
 )
-from depth_perception.eval.prompt_study import PROMPT_STUDY_KINDS, empty_box, study_prompts
+from depth_perception.eval.prompt_study import (
+    PROMPT_STUDY_KINDS,
+    empty_box,
+    study_frame,
+    study_prompts,
+)
 from depth_perception.eval.targets import GEOMETRY_METRICS, target_figure, target_rows
 from depth_perception.io.bag import bag_materials, write_frames_bag, write_sim_bag
 from depth_perception.sim.sequence import SequenceConfig, generate_sequence
@@ -205,6 +211,46 @@ def test_study_prompts_of_each_kind(bag):
     assert empty_box(np.ones((4, 5), bool), (2, 2), (1, 1)) is None
     # no free 3x3 on the diagonal: halved to 2x2, the free one nearest the top right corner
     assert empty_box(np.eye(4, dtype=bool), (3, 3), (4, 0)) == (2, 0, 2, 2)
+
+
+class _TextEngine(Engine):
+    """A FocusDepth stand-in whose relative output is 1 everywhere, plus 0.5 on the pixels of
+    the instance whose box its prompt gives: only the prompted object's depth moves."""
+
+    def __init__(self, frame) -> None:
+        self.frame = frame
+
+    def run(self, inputs: FrameInputs) -> CompletionResult:
+        by_box = {tuple(t.box): int(t.target_id) for t in self.frame.extra["targets"]}
+        results = []
+        for target in inputs.targets:
+            r = TargetResult(target_id=int(target.target_id), text=str(target.text))
+            if target.text:  # the empty prompt is refused before the network
+                rel = np.ones(inputs.depth.shape, np.float32)
+                rel[self.frame.instance == by_box.get(tuple(target.box), -1)] += 0.5
+                r.relative, r.depth = rel, self.frame.gt_depth
+                r.mask = self.frame.instance == int(target.target_id)
+            else:
+                r.error, r.error_kind = "empty", "empty_prompt"
+            results.append(r)
+        return CompletionResult(depth=inputs.depth, targets=results)
+
+
+def test_prompt_effect_is_the_change_against_the_correct_prompt(bag):
+    frame = next(chain_bags([bag]))
+    inputs = FrameInputs(intrinsics=frame.intrinsics, depth=frame.depth)
+    rows = study_frame(frame, inputs, lambda i: i.depth, _TextEngine(frame), 0)
+    effect = {(r["target_id"], r["kind"]): r["prompt_effect"] for r in rows}
+    assert len({tuple(t.box) for t in frame.extra["targets"]}) == len(frame.extra["targets"])
+    for target in frame.extra["targets"]:
+        tid = int(target.target_id)
+        if (tid, "correct") not in effect:
+            continue
+        assert effect[tid, "correct"] == 0.0
+        # correct: 1.5 on the target; another target's box or an empty one: 1 there
+        assert effect[tid, "wrong_visible"] == pytest.approx(abs(1 - 1.5) / 1.5)
+        assert effect[tid, "absent"] == pytest.approx(1 / 3)
+        assert np.isnan(effect[tid, "empty"])
 
 
 def test_a_bag_without_targets_skips_focusdepth_with_a_note(checkpoint, tmp_path):

@@ -19,6 +19,12 @@ that mask, whether the prompt was refused and the fraction of the target's groun
 with a depth (``fg_coverage``: a refused prompt leaves the reference, holes and all, and the
 regions score valid pixels only). Means per prompt kind, as the paper reports.
 
+``prompt_effect`` asks the paper's premise directly -- does the prompt change the depth where
+the target is? -- as the mean absolute difference between this prompt's relative output
+(``TargetResult.relative``, before any fit) and the correct prompt's on the target's
+ground-truth mask, over the mean magnitude of the correct one there (0 for ``correct``; NaN
+where a prompt never reached the network, as the empty one).
+
 Offline only (the engine in-process: the node takes its prompts from the recording); the
 reference is the pipeline's (the sensor depth, or the chain's completion, computed once per
 frame).
@@ -51,7 +57,7 @@ from depth_perception.io.frames import RGBDFrame, Target
 PROMPT_STUDY_KINDS = ("correct", "wrong_visible", "absent", "empty")
 #: Class names for the absent prompt: the first that names no target of the frame is used.
 ABSENT_NAMES = ("giraffe", "piano", "umbrella")
-STUDY_METRICS = ("mask_iou", "refused", "fg_coverage", *FDE_COLUMNS)
+STUDY_METRICS = ("mask_iou", "refused", "fg_coverage", "prompt_effect", *FDE_COLUMNS)
 STUDY_FIELDS = (
     *("frame_index", "stamp_ns", "target_id", "text"),
     *("kind", "prompt_text", "prompt_box", "error", *STUDY_METRICS),
@@ -121,6 +127,19 @@ def _iou(a: np.ndarray | None, b: np.ndarray) -> float:
     return float(np.count_nonzero(a & b) / union) if union else math.nan
 
 
+def prompt_effect(
+    relative: np.ndarray | None, correct: np.ndarray | None, mask: np.ndarray
+) -> float:
+    """Mean |relative - correct| over mean |correct| on ``mask`` (module notes); NaN when
+    either output is missing or the mask is empty."""
+    if relative is None or correct is None or not mask.any():
+        return math.nan
+    scale = float(np.mean(np.abs(correct[mask])))
+    if not math.isfinite(scale) or scale == 0.0:
+        return math.nan
+    return float(np.mean(np.abs(relative[mask] - correct[mask]))) / scale
+
+
 def study_frame(
     frame: RGBDFrame, inputs: FrameInputs, reference_of: Callable, focus: Engine, index: int
 ) -> list[dict]:
@@ -137,8 +156,14 @@ def study_frame(
         return []
     result = focus.run(replace(inputs, depth=reference, targets=[p for _, _, p in jobs]))
     aligned_reference = fde_aligned(reference, frame.gt_depth)
+    results = list(result.targets or [])
+    correct = {  # the correct prompt's network output of each target
+        int(t.target_id): r.relative
+        for (t, kind, _), r in zip(jobs, results, strict=True)
+        if kind == "correct"
+    }
     rows = []
-    for (target, kind, prompt), r in zip(jobs, result.targets or [], strict=True):
+    for (target, kind, prompt), r in zip(jobs, results, strict=True):
         mask = frame.instance == int(target.target_id)
         refused = r.error is not None or r.depth is None
         depth = reference if refused else r.depth
@@ -157,6 +182,7 @@ def study_frame(
                 "refused": float(refused),
                 # the regions score valid pixels only: how much of the target has a depth
                 "fg_coverage": coverage(depth, mask & valid_depth(frame.gt_depth)),
+                "prompt_effect": prompt_effect(r.relative, correct[int(target.target_id)], mask),
                 **fde_metrics(aligned, frame.gt_depth, mask),
             }
         )
