@@ -14,11 +14,6 @@ fresh node each:
   the same QoS, counts the depth frames and does nothing else (``rclpy.spin``). What any Python
   node pays to receive the frames; ``none`` minus ``bare`` is our node's own plumbing.
 
-``--parse-serialized true|false|both``: the node's ``parse_serialized`` (images read from their
-serialized bytes, the default, or received as rclpy messages); ``bare`` then subscribes the
-same way (raw and parsed by ``depth_perception.ros.serialized``, or as messages). ``both`` runs
-every case each way, in the same run.
-
 The floor of each case is one ``np.copyto`` of all the bytes the node receives and publishes
 for a frame *in that case* (the published outputs are the subscribed ones), measured in the
 same run from memory beyond the caches (a node's messages arrive in fresh memory; a warm copy
@@ -29,8 +24,8 @@ own threads are C++ and not seen by it) and the top functions are printed per ca
 per-thread CPU split from ``/proc/<pid>/task`` is printed either way.
 
 Usage: ``python bench/bench_node_overhead.py [--frames 150] [--rate 15] [--cases all,depth,none]
-[--parse-serialized both] [--profile] [--json out.json]`` (after ``source env.sh``). On a loaded
-machine compare ratios from one run, not milliseconds across runs.
+[--profile] [--json out.json]`` (after ``source env.sh``). On a loaded machine compare ratios
+from one run, not milliseconds across runs.
 """
 
 from __future__ import annotations
@@ -136,7 +131,7 @@ def _diag_counters(collector, name: str = "depth_fill_node") -> dict[str, str]:
     return {}
 
 
-def run_case(case: str, args, log_dir: Path, parse: bool = True) -> dict:
+def run_case(case: str, args, log_dir: Path) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -156,27 +151,24 @@ def run_case(case: str, args, log_dir: Path, parse: bool = True) -> dict:
 
     intr = Intrinsics(W, H, fx=525.0, fy=525.0, cx=319.5, cy=239.5, frame_id="camera_optical")
     pipeline = get_pipeline("passthrough")
-    label = f"{case}_{'bytes' if parse else 'msgs'}"
-    namespace = f"/overhead_{label}_{os.getpid()}"
+    namespace = f"/overhead_{case}_{os.getpid()}"
     parameters = {
         **pipeline.parameters,
         "publish_depth_mm": True,
         "publish_cloud": True,
         "diagnostics_period": 0.5,
-        "parse_serialized": parse,
     }
     node = NodeProcess(
         pipeline.executable,
         params_file=pipeline.params_path,
         namespace=namespace,
         parameters=parameters,
-        log_path=log_dir / f"{label}.log",
+        log_path=log_dir / f"{case}.log",
     )
-    prof_path = log_dir / f"{label}.prof"
+    prof_path = log_dir / f"{case}.prof"
     ros_args = node.command[node.command.index("--ros-args") :]
     if case == "bare":
-        mode = "--serialized" if parse else "--messages"
-        node.command = [sys.executable, __file__, "--bare-node", mode, *ros_args]
+        node.command = [sys.executable, __file__, "--bare-node", *ros_args]
     elif args.profile:
         node.command = [sys.executable, __file__, "--profiled-node", str(prof_path), *ros_args]
     status_name = BARE_NAME if case == "bare" else "depth_fill_node"
@@ -193,7 +185,7 @@ def run_case(case: str, args, log_dir: Path, parse: bool = True) -> dict:
         (numpy_to_image(rgb, "rgb8"), metres_to_depth_image(d, None, "16UC1")) for rgb, d in frames
     ]
 
-    with node, ReplayClient(namespace, node_name=f"overhead_{label}") as client:
+    with node, ReplayClient(namespace, node_name=f"overhead_{case}") as client:
         # The client subscribes to depth and status itself: a separate context for the case's
         # subscribers, and the client's own output subscriptions removed.
         for sub in list(client.node.subscriptions):
@@ -201,7 +193,7 @@ def run_case(case: str, args, log_dir: Path, parse: bool = True) -> dict:
         context = rclpy.Context()
         rclpy.init(context=context)
         listener = rclpy.create_node(
-            f"overhead_listener_{label}", namespace=namespace, context=context
+            f"overhead_listener_{case}", namespace=namespace, context=context
         )
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(listener)
@@ -271,7 +263,6 @@ def run_case(case: str, args, log_dir: Path, parse: bool = True) -> dict:
     }
     result = {
         "case": case,
-        "parse_serialized": parse,
         "frames_sent": args.frames,
         "frames_processed": processed,
         "frames_skipped": skipped,
@@ -328,31 +319,25 @@ def profiled_node(prof_path: str, ros_args: list[str]) -> None:
         stats.dump_stats(prof_path)
 
 
-def bare_node(ros_args: list[str], serialized: bool) -> None:
+def bare_node(ros_args: list[str]) -> None:
     """The ``bare`` case: subscribe to the node's colour, depth and camera_info topics with its
-    QoS, count depth frames, report the count on /diagnostics every 0.5 s; nothing else. With
-    ``serialized`` the images are subscribed raw and parsed into views, as the node does."""
+    QoS, count depth frames, report the count on /diagnostics every 0.5 s; nothing else."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from sensor_msgs.msg import CameraInfo, Image
 
     from depth_perception.ros.completion_node import ROLE_TOPICS
     from depth_perception.ros.qos import sensor_data_qos
-    from depth_perception.ros.serialized import parse_image
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("bare_receiver")
     count = [0]
     qos = sensor_data_qos(5)
-    take = parse_image if serialized else (lambda m: m)
-
-    def on_depth(msg) -> None:
-        take(msg)
-        count[0] += 1
-
-    node.create_subscription(Image, ROLE_TOPICS["rgb"], take, qos, raw=serialized)
+    node.create_subscription(Image, ROLE_TOPICS["rgb"], lambda m: None, qos)
     node.create_subscription(CameraInfo, ROLE_TOPICS["rgb_info"], lambda m: None, qos)
-    node.create_subscription(Image, ROLE_TOPICS["depth"], on_depth, qos, raw=serialized)
+    node.create_subscription(
+        Image, ROLE_TOPICS["depth"], lambda m: count.__setitem__(0, count[0] + 1), qos
+    )
     pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def report() -> None:
@@ -371,8 +356,7 @@ def bare_node(ros_args: list[str], serialized: bool) -> None:
 
 def main() -> None:
     if "--bare-node" in sys.argv:  # the receiver process of the bare case
-        at = sys.argv.index("--bare-node")
-        bare_node(sys.argv[at + 2 :], serialized=sys.argv[at + 1] == "--serialized")
+        bare_node(sys.argv[sys.argv.index("--bare-node") + 1 :])
         return
     if "--profiled-node" in sys.argv:  # the node process of --profile
         at = sys.argv.index("--profiled-node")
@@ -383,12 +367,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="frames before measuring")
     parser.add_argument("--rate", type=float, default=15.0, help="frames per second fed")
     parser.add_argument("--cases", default=",".join(CASES), help=f"any of {', '.join(CASES)}")
-    parser.add_argument(
-        "--parse-serialized",
-        choices=("true", "false", "both"),
-        default="true",
-        help="the node's parse_serialized (both: every case each way, in one run)",
-    )
     parser.add_argument("--profile", action="store_true", help="run the node under cProfile")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--logs", type=Path, default=Path("out/bench_node_overhead"))
@@ -404,17 +382,15 @@ def main() -> None:
         f"per case (+{args.warmup} warm-up), load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    parses = {"true": [True], "false": [False], "both": [True, False]}[args.parse_serialized]
     results = []
-    for case, parse in ((c, p) for c in cases for p in parses):
-        result = run_case(case, args, args.logs, parse)
+    for case in cases:
+        result = run_case(case, args, args.logs)
         result["memcpy_ms"], result["memcpy_warm_ms"] = _memcpy_ms(result["floor_bytes"])
         result["ratio"] = result["cpu_ms_per_frame"] / result["memcpy_ms"]
         result["ratio_warm"] = result["cpu_ms_per_frame"] / result["memcpy_warm_ms"]
         results.append(result)
         print(
-            f"  {case:>5} ({'bytes' if parse else 'msgs '}): "
-            f"node CPU {result['cpu_ms_per_frame']:7.2f} ms/frame "
+            f"  {case:>5}: node CPU {result['cpu_ms_per_frame']:7.2f} ms/frame "
             f"({result['frames_processed']} completed, {result['frames_skipped']} skipped)   "
             f"memcpy of {result['floor_bytes'] / 1e6:5.2f} MB {result['memcpy_ms']:6.3f} ms   "
             f"ratio {result['ratio']:5.1f}x   (warm memcpy {result['memcpy_warm_ms']:.3f} ms, "

@@ -126,17 +126,6 @@ def test_bad_input_is_reported_and_the_node_keeps_working(fill_node):
     np.testing.assert_array_equal(results[0].depth, fill_nearest(frame.depth))
 
 
-def test_rclpy_messages_give_the_same_outputs(tmp_path):
-    """``parse_serialized: false``: the images arrive as rclpy messages, the outputs are the
-    same as from their bytes (the fixture's node) and as the engine's."""
-    parameters = {"parse_serialized": False, "publish_depth_mm": True}
-    with running_node("depth_fill_node", "depth_fill.yaml", "/fill_msgs", tmp_path / "log",
-                      parameters) as (node, client, collector):  # fmt: skip
-        frame = make_frame(7)
-        results = list(client.run([frame], timeout_s=20.0))
-        np.testing.assert_array_equal(results[0].depth, fill_nearest(frame.depth))
-
-
 class _GatedEngine(CompletionEngine):
     """An engine that holds its first frame until released: a model slower than the camera."""
 

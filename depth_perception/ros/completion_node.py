@@ -61,11 +61,6 @@ the slower stage's rather than model + plumbing (the engine's torch work release
 finished frame waits for the publisher only while the publisher still has the one before it.
 ``pipeline: false`` runs both stages one after the other in one thread.
 
-Colour and depth images are read from their serialized DDS bytes (``parse_serialized: true``,
-the default; :mod:`depth_perception.ros.serialized`): the subscription gets the CDR bytes and
-the pixels are a view of them, which skips rclpy's copy of every image into a Python message.
-``parse_serialized: false`` subscribes to rclpy's messages as any node does.
-
 Outputs are lazy, as depth_image_proc's: an output topic without a subscriber (checked per
 frame with ``get_subscription_count()``) is not built at all — no cloud, no 16UC1 copy, no
 confidence image, no colour decoding when neither the engine nor the cloud needs it — and each
@@ -237,7 +232,6 @@ class DepthCompletionNode(Node):
         self.declare_parameter("max_target_age", DEFAULT_MAX_TARGET_AGE)
         self.declare_parameter("marker_lifetime", 0.2)
         self.declare_parameter("pipeline", True)
-        self.declare_parameter("parse_serialized", True)
         p = self.get_parameter
         sync = str(p("sync").value)
         if sync not in ("exact", "approximate"):
@@ -363,8 +357,6 @@ class DepthCompletionNode(Node):
             queue_size=int(p("queue_size").value),
             slop=float(p("slop").value) if sync == "approximate" else None,
             callback=self._on_synced,
-            serialized=bool(p("parse_serialized").value),
-            on_error=lambda exc: self._dropped.report("input", f"bad input frame dropped: {exc}"),
         )
         if bool(p("pipeline").value):
             self._publisher = threading.Thread(

@@ -33,12 +33,10 @@ except ImportError:
     SYNC_IMPLEMENTATION = "depth_perception.ros.message_filters_compat"
 
 from depth_perception.ros.conversions import stamp_to_ns
-from depth_perception.ros.serialized import PARSERS
 
 __all__ = [
     "SYNC_IMPLEMENTATION",
     "ApproximateTimeSynchronizer",
-    "SerializedSubscriber",
     "SimpleFilter",
     "Subscriber",
     "SyncStats",
@@ -67,41 +65,6 @@ class SyncStats:
         return self.matched / busiest if busiest else 0.0
 
 
-class SerializedSubscriber(SimpleFilter):
-    """A message_filters input that subscribes with ``raw=True`` and passes on the parsed view
-    of each serialized message (:mod:`depth_perception.ros.serialized`), for the types of
-    :data:`~depth_perception.ros.serialized.PARSERS`. A message that does not parse goes to
-    ``on_error(exc)`` and no further (the subscription keeps running)."""
-
-    def __init__(
-        self,
-        node: Any,
-        msg_type: type,
-        topic: str,
-        qos_profile: Any,
-        on_error: Callable[[ValueError], Any],
-        **kwargs: Any,
-    ) -> None:
-        SimpleFilter.__init__(self)
-        self.node, self.topic = node, topic
-        self._parse = PARSERS[msg_type]
-        self._on_error = on_error
-        self.sub = node.create_subscription(
-            msg_type, topic, self.callback, qos_profile, raw=True, **kwargs
-        )
-
-    def callback(self, serialized: bytes) -> None:
-        try:
-            view = self._parse(serialized)
-        except ValueError as exc:
-            self._on_error(exc)
-            return
-        self.signalMessage(view)
-
-    def getTopic(self) -> str:  # noqa: N802 (message_filters API)
-        return self.topic
-
-
 class SyncedSubscriptions:
     """Subscribe to ``inputs`` and call ``callback(msg_1, ..., msg_N)`` with synchronized sets.
 
@@ -109,10 +72,7 @@ class SyncedSubscriptions:
     aligned to colour with the colour's stamp need); a number pairs within that many seconds
     (``ApproximateTimeSynchronizer``).
 
-    ``inputs`` is a list of ``(msg_type, topic)``. With ``serialized``, the image inputs
-    (Image, CompressedImage) are subscribed raw and parsed into views
-    (:class:`SerializedSubscriber`; ``on_error`` gets what does not parse); the others, and
-    every input without it, as rclpy messages. Receipt is counted through each input
+    ``inputs`` is a list of ``(msg_type, topic)``. Receipt is counted through each input
     filter's own callback (registered before the synchronizer's, so a message is counted
     before it can be matched); matches through the synchronizer's output. The messages still
     queued are tracked by mirroring message_filters' documented queue rule (one entry per
@@ -129,8 +89,6 @@ class SyncedSubscriptions:
         slop: float | None,
         callback: Callable[..., Any],
         callback_group: Any = None,
-        serialized: bool = False,
-        on_error: Callable[[ValueError], Any] | None = None,
     ) -> None:
         if len(inputs) < 2:
             raise ValueError("SyncedSubscriptions needs at least two inputs")
@@ -143,12 +101,8 @@ class SyncedSubscriptions:
         self._matched = 0
         self._pending: list[set[int]] = [set() for _ in range(n)]
         kwargs = {} if callback_group is None else {"callback_group": callback_group}
-        if serialized and on_error is None:
-            raise ValueError("serialized inputs need on_error for messages that do not parse")
         self.subscribers = [
-            SerializedSubscriber(node, msg_type, topic, qos, on_error, **kwargs)
-            if serialized and msg_type in PARSERS
-            else Subscriber(node, msg_type, topic, qos_profile=qos, **kwargs)
+            Subscriber(node, msg_type, topic, qos_profile=qos, **kwargs)
             for msg_type, topic in inputs
         ]
         for i, sub in enumerate(self.subscribers):

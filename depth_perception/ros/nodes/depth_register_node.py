@@ -61,7 +61,6 @@ from depth_perception.ros.conversions import (
 from depth_perception.ros.diagnostics import DiagnosticsReporter
 from depth_perception.ros.dropped_frames import DroppedFrames, FrameRejected, check_image_size
 from depth_perception.ros.qos import qos_by_name, reliable_qos, sensor_data_qos
-from depth_perception.ros.serialized import parse_image
 from depth_perception.ros.spin import spin_node
 from depth_perception.ros.tf_static import TF_STATIC_TOPIC, TfStaticListener
 
@@ -97,7 +96,6 @@ class DepthRegisterNode(Node):
         self.declare_parameter("camera_info_qos", "sensor_data")
         self.declare_parameter("max_input_pixels", 2_500_000)
         self.declare_parameter("diagnostics_period", 1.0)
-        self.declare_parameter("parse_serialized", True)
         p = self.get_parameter
         self._depth_frame = str(p("depth_frame").value)
         self._colour_frame = str(p("colour_frame").value)
@@ -154,14 +152,8 @@ class DepthRegisterNode(Node):
             )
         self.create_subscription(CameraInfo, INPUT_TOPICS[1], self._on_depth_info, info_qos)
         self.create_subscription(CameraInfo, INPUT_TOPICS[2], self._on_colour_info, info_qos)
-        # parse_serialized: the depth image read from its serialized bytes, as the node base does
-        self._parse = parse_image if bool(p("parse_serialized").value) else None
         self.create_subscription(
-            Image,
-            INPUT_TOPICS[0],
-            self._on_depth,
-            sensor_data_qos(int(p("qos_depth").value)),
-            raw=self._parse is not None,
+            Image, INPUT_TOPICS[0], self._on_depth, sensor_data_qos(int(p("qos_depth").value))
         )
         self.get_logger().info(f"depth->colour extrinsic from the {self._source}")
 
@@ -172,10 +164,10 @@ class DepthRegisterNode(Node):
     def _on_colour_info(self, msg: CameraInfo) -> None:
         self._colour_info = msg
 
-    def _on_depth(self, msg: Image | bytes) -> None:
+    def _on_depth(self, msg: Image) -> None:
         start = time.monotonic()
         try:
-            self._register(msg if self._parse is None else self._parse(msg), start)
+            self._register(msg, start)
         except FrameRejected as exc:
             self._reject(exc.kind, f"depth frame dropped: {exc}")
         except (ValueError, CvBridgeError) as exc:
