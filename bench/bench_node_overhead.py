@@ -19,13 +19,17 @@ for a frame *in that case* (the published outputs are the subscribed ones), meas
 same run from memory beyond the caches (a node's messages arrive in fresh memory; a warm copy
 of a few MB within the cache is printed beside it); the ratio is node CPU / floor.
 
+Each case runs once per ``--executors`` kind (the nodes' ``executor`` parameter: rclpy's Python
+``single_threaded`` executor and its C++ ``events`` executor, the default), so both are measured
+in one run.
+
 ``--profile``: the node runs under cProfile (its executor thread and its worker thread; DDS's
 own threads are C++ and not seen by it) and the top functions are printed per case; the
 per-thread CPU split from ``/proc/<pid>/task`` is printed either way.
 
 Usage: ``python bench/bench_node_overhead.py [--frames 150] [--rate 15] [--cases all,depth,none]
-[--profile] [--json out.json]`` (after ``source env.sh``). On a loaded machine compare ratios
-from one run, not milliseconds across runs.
+[--executors single_threaded,events] [--profile] [--json out.json]`` (after ``source env.sh``).
+On a loaded machine compare ratios from one run, not milliseconds across runs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from bench.timing import median_ms, synthetic_rgb, write_json  # noqa: E402
+from depth_perception.ros.spin import EXECUTORS  # noqa: E402
 
 W, H = 640, 480
 CASES = ("all", "depth", "none", "bare")
@@ -131,7 +136,7 @@ def _diag_counters(collector, name: str = "depth_fill_node") -> dict[str, str]:
     return {}
 
 
-def run_case(case: str, args, log_dir: Path) -> dict:
+def run_case(case: str, executor_kind: str, args, log_dir: Path) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -151,9 +156,10 @@ def run_case(case: str, args, log_dir: Path) -> dict:
 
     intr = Intrinsics(W, H, fx=525.0, fy=525.0, cx=319.5, cy=239.5, frame_id="camera_optical")
     pipeline = get_pipeline("passthrough")
-    namespace = f"/overhead_{case}_{os.getpid()}"
+    namespace = f"/overhead_{case}_{executor_kind}_{os.getpid()}"
     parameters = {
         **pipeline.parameters,
+        "executor": executor_kind,
         "publish_depth_mm": True,
         "publish_cloud": True,
         "diagnostics_period": 0.5,
@@ -163,12 +169,12 @@ def run_case(case: str, args, log_dir: Path) -> dict:
         params_file=pipeline.params_path,
         namespace=namespace,
         parameters=parameters,
-        log_path=log_dir / f"{case}.log",
+        log_path=log_dir / f"{case}_{executor_kind}.log",
     )
-    prof_path = log_dir / f"{case}.prof"
+    prof_path = log_dir / f"{case}_{executor_kind}.prof"
     ros_args = node.command[node.command.index("--ros-args") :]
     if case == "bare":
-        node.command = [sys.executable, __file__, "--bare-node", *ros_args]
+        node.command = [sys.executable, __file__, "--bare-node", executor_kind, *ros_args]
     elif args.profile:
         node.command = [sys.executable, __file__, "--profiled-node", str(prof_path), *ros_args]
     status_name = BARE_NAME if case == "bare" else "depth_fill_node"
@@ -263,6 +269,7 @@ def run_case(case: str, args, log_dir: Path) -> dict:
     }
     result = {
         "case": case,
+        "executor": executor_kind,
         "frames_sent": args.frames,
         "frames_processed": processed,
         "frames_skipped": skipped,
@@ -319,15 +326,17 @@ def profiled_node(prof_path: str, ros_args: list[str]) -> None:
         stats.dump_stats(prof_path)
 
 
-def bare_node(ros_args: list[str]) -> None:
+def bare_node(executor_kind: str, ros_args: list[str]) -> None:
     """The ``bare`` case: subscribe to the node's colour, depth and camera_info topics with its
-    QoS, count depth frames, report the count on /diagnostics every 0.5 s; nothing else."""
+    QoS, count depth frames, report the count on /diagnostics every 0.5 s; nothing else. Spun by
+    the nodes' executor of that kind, as the nodes spin."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from sensor_msgs.msg import CameraInfo, Image
 
     from depth_perception.ros.completion_node import ROLE_TOPICS
     from depth_perception.ros.qos import sensor_data_qos
+    from depth_perception.ros.spin import make_executor, spin_until_shutdown
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("bare_receiver")
@@ -345,8 +354,10 @@ def bare_node(ros_args: list[str]) -> None:
         pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=BARE_NAME, values=[value])]))
 
     node.create_timer(0.5, report)
+    executor, _ = make_executor(executor_kind)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
@@ -356,7 +367,8 @@ def bare_node(ros_args: list[str]) -> None:
 
 def main() -> None:
     if "--bare-node" in sys.argv:  # the receiver process of the bare case
-        bare_node(sys.argv[sys.argv.index("--bare-node") + 1 :])
+        at = sys.argv.index("--bare-node")
+        bare_node(sys.argv[at + 1], sys.argv[at + 2 :])
         return
     if "--profiled-node" in sys.argv:  # the node process of --profile
         at = sys.argv.index("--profiled-node")
@@ -367,6 +379,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="frames before measuring")
     parser.add_argument("--rate", type=float, default=15.0, help="frames per second fed")
     parser.add_argument("--cases", default=",".join(CASES), help=f"any of {', '.join(CASES)}")
+    parser.add_argument(
+        "--executors",
+        default="single_threaded,events",
+        help="the nodes' executor parameter, each case run under each (any of "
+        f"{', '.join(EXECUTORS)})",
+    )
     parser.add_argument("--profile", action="store_true", help="run the node under cProfile")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--logs", type=Path, default=Path("out/bench_node_overhead"))
@@ -377,20 +395,26 @@ def main() -> None:
     unknown = set(cases) - set(CASES)
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    kinds = [k for k in args.executors.split(",") if k]
+    if set(kinds) - set(EXECUTORS):
+        parser.error(f"unknown executors {sorted(set(kinds) - set(EXECUTORS))}")
     print(
         f"depth_fill_node (passthrough) at {W}x{H}, {args.frames} frames at {args.rate:g} Hz "
         f"per case (+{args.warmup} warm-up), load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     results = []
-    for case in cases:
-        result = run_case(case, args, args.logs)
-        result["memcpy_ms"], result["memcpy_warm_ms"] = _memcpy_ms(result["floor_bytes"])
+    floors: dict[int, tuple[float, float]] = {}
+    for case, kind in [(c, k) for c in cases for k in kinds]:
+        result = run_case(case, kind, args, args.logs)
+        if result["floor_bytes"] not in floors:  # one floor per case, shared by the executors
+            floors[result["floor_bytes"]] = _memcpy_ms(result["floor_bytes"])
+        result["memcpy_ms"], result["memcpy_warm_ms"] = floors[result["floor_bytes"]]
         result["ratio"] = result["cpu_ms_per_frame"] / result["memcpy_ms"]
         result["ratio_warm"] = result["cpu_ms_per_frame"] / result["memcpy_warm_ms"]
         results.append(result)
         print(
-            f"  {case:>5}: node CPU {result['cpu_ms_per_frame']:7.2f} ms/frame "
+            f"  {case:>5} {kind:>15}: node CPU {result['cpu_ms_per_frame']:7.2f} ms/frame "
             f"({result['frames_processed']} completed, {result['frames_skipped']} skipped)   "
             f"memcpy of {result['floor_bytes'] / 1e6:5.2f} MB {result['memcpy_ms']:6.3f} ms   "
             f"ratio {result['ratio']:5.1f}x   (warm memcpy {result['memcpy_warm_ms']:.3f} ms, "

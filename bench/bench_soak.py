@@ -16,6 +16,9 @@ model's thread), and ``--engine-threads N`` pins torch's threads in the node (an
 engine-alone reference) so the other core is left to the second stage. Printed per node: the
 completed frame rate of each mode, their ratio, and the engine alone on the same frames in this
 process (``engine_ms``): pipelined, the frame rate approaches 1000 / engine_ms.
+
+``--executors single_threaded,events`` soaks each node under each executor (the nodes'
+``executor`` parameter, depth_perception.ros.spin) in one run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from depth_perception.ros.conversions import (
 from depth_perception.ros.launcher import NodeProcess
 from depth_perception.ros.qos import reliable_qos
 from depth_perception.ros.replay import ReplayClient
+from depth_perception.ros.spin import EXECUTORS
 
 W, H, FPS = 640, 480, 30.0
 INTR = Intrinsics(W, H, fx=525.0, fy=525.0, cx=319.5, cy=239.5, frame_id="camera_optical")
@@ -104,15 +108,19 @@ def soak(
     log_dir: Path,
     pipelined: bool | None = None,
     all_outputs: bool = False,
+    executor: str | None = None,
 ) -> dict:
     pipeline = get_pipeline(NODES[name])
     namespace = f"/soak_{name}"
     parameters = dict(pipeline.parameters)
     if pipelined is not None:
         parameters["pipeline"] = pipelined
+    if executor is not None:
+        parameters["executor"] = executor
     if all_outputs:
         parameters.update(publish_cloud=True, publish_depth_mm=True)
     mode = "" if pipelined is None else ("_pipelined" if pipelined else "_serial")
+    mode += "" if executor is None else f"_{executor}"
     node = NodeProcess(
         pipeline.executable,
         params_file=pipeline.params_path,
@@ -182,6 +190,7 @@ def soak(
         "node": pipeline.executable,
         "pipeline": pipeline.name,
         "pipelined": parameters.get("pipeline", True),
+        "executor": executor or "config",
         "all_outputs": all_outputs,
         "minutes": minutes,
         "frames_sent": i,
@@ -189,6 +198,9 @@ def soak(
         "completed_per_s_after_warm_up": len(measured) / (t_end - t_cpu),
         "frames_skipped": int(last.frames_skipped),
         "frames_lost": i - len(statuses) - int(last.frames_skipped),
+        # Of those: never processed by the node (inputs lost in transport, all three of a frame:
+        # one alone would be counted unmatched) vs processed but their status not received.
+        "frames_lost_before_node": i - int(last.frames_processed) - int(last.frames_skipped),
         "messages_unmatched": int(last.messages_unmatched),
         "node_latency_ms_p50": float(np.percentile(node_latency, 50)),
         "node_latency_ms_p99": float(np.percentile(node_latency, 99)),
@@ -213,6 +225,12 @@ def main() -> None:
         default="default",
         help="the nodes' pipeline parameter (default: their config's)",
     )
+    parser.add_argument(
+        "--executors",
+        default="",
+        help="the nodes' executor parameter, each node soaked under each (comma-separated "
+        f"from {', '.join(EXECUTORS)}; empty: their config's)",
+    )
     parser.add_argument("--all-outputs", action="store_true", help="subscribe to every output")
     parser.add_argument("--engine-threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
@@ -223,16 +241,22 @@ def main() -> None:
 
         torch.set_num_threads(args.engine_threads)
     modes = {"default": [None], "true": [True], "false": [False], "both": [True, False]}
+    executors = [k for k in args.executors.split(",") if k] or [None]
+    if set(executors) - {None, *EXECUTORS}:
+        parser.error(f"unknown executors {args.executors!r}; choose from {', '.join(EXECUTORS)}")
+    if args.pipeline == "both" and len(executors) > 1:
+        parser.error("--pipeline both compares the two modes under one executor")
     results = []
     for name in args.nodes.split(","):
         rates = {}
-        for pipelined in modes[args.pipeline]:
+        for pipelined, executor in [(p, e) for p in modes[args.pipeline] for e in executors]:
             print(
                 f"soak {name} for {args.minutes} min at {FPS:.0f} Hz {W}x{H}"
-                + ("" if pipelined is None else f", pipeline {str(pipelined).lower()}"),
+                + ("" if pipelined is None else f", pipeline {str(pipelined).lower()}")
+                + ("" if executor is None else f", executor {executor}"),
                 flush=True,
             )
-            result = soak(name, args.minutes, args.logs, pipelined, args.all_outputs)
+            result = soak(name, args.minutes, args.logs, pipelined, args.all_outputs, executor)
             results.append(result)
             rates[pipelined] = result["completed_per_s_after_warm_up"]
             print(json.dumps(result, indent=2), flush=True)
