@@ -4,6 +4,7 @@ and an unknown kind stops the node with one error."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -26,6 +27,19 @@ def test_make_executor_kinds():
         assert kind == "events" and isinstance(events, rclpy_implementation.EventsExecutor)
         single, kind = make_executor("single_threaded", context)
         assert kind == "single_threaded" and isinstance(single, SingleThreadedExecutor)
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_events_falls_back_where_rclpy_has_no_events_executor(monkeypatch):
+    from rclpy.executors import SingleThreadedExecutor
+
+    monkeypatch.setitem(sys.modules, "rclpy.experimental", None)  # import fails, as on Jazzy
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        executor, kind = make_executor("events", context)
+        assert kind == "single_threaded" and isinstance(executor, SingleThreadedExecutor)
     finally:
         rclpy.shutdown(context=context)
 

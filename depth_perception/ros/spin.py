@@ -6,9 +6,10 @@ error saying why and the process exits with status 1 — no traceback of the hal
 The executor is the node's ``executor`` parameter (read-only, from the params file):
 
 - ``events`` (default): rclpy's C++ ``EventsExecutor`` (``rclpy.experimental``, ROS 2 Kilted
-  and later). Receiving a 640x480 frame costs about half the CPU of the Python executor's
-  wait-set rebuild per wake-up (``bench/bench_node_overhead.py --executors``). On an rclpy
-  without it (Jazzy) the node says so once and uses ``single_threaded``.
+  and later). Its thread spends about half the CPU per received 640x480 frame of the Python
+  executor, which rebuilds its wait set in Python at every wake-up
+  (``bench/bench_node_overhead.py``). On an rclpy without it (Jazzy) the node says so in its
+  start-up log and uses ``single_threaded``.
 - ``single_threaded``: ``rclpy.spin``'s ``SingleThreadedExecutor``.
 """
 
