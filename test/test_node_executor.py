@@ -1,6 +1,7 @@
 """The executor every node spins with (``executor`` parameter, depth_perception.ros.spin):
-both kinds serve frames and the depth_query service over real DDS, shut down cleanly on SIGINT,
-and an unknown kind stops the node with one error."""
+both kinds serve frames and the depth_query service over real DDS, run their timers on /clock
+under use_sim_time, shut down cleanly on SIGINT, and an unknown kind stops the node with one
+error."""
 
 from __future__ import annotations
 
@@ -83,3 +84,47 @@ def test_an_unknown_executor_stops_the_node_with_one_error(tmp_path):
     )
     errors = [line for line in text.splitlines() if "[FATAL]" in line or "[ERROR]" in line]
     assert len(errors) == 1 and "executor must be one of events, single_threaded" in errors[0]
+
+
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_timers_follow_sim_time_under_each_executor(kind, tmp_path):
+    """use_sim_time (bag replay with /clock): the /diagnostics timer runs on /clock's time,
+    stamps its messages with it, and stops while /clock stops."""
+    from rosgraph_msgs.msg import Clock
+
+    sim0 = 1000.0
+    params = {"executor": kind, "use_sim_time": True, "diagnostics_period": 0.5}
+    log = tmp_path / "node.log"
+    with running_node("depth_fill_node", "depth_fill.yaml", f"/sim_{kind}", log, params) as (
+        _,
+        _,
+        collector,
+    ):
+        clock = collector.node.create_publisher(Clock, "/clock", 10)
+        assert collector.spin_until(lambda: clock.get_subscription_count() > 0, 10.0)
+
+        def ours() -> list:
+            return [
+                m
+                for m in collector.msgs["/diagnostics"]
+                if m.status and m.status[0].name.startswith("depth_fill_node")
+            ]
+
+        def advance(seconds: float, start: float) -> float:
+            sim, end = start, time.monotonic() + seconds
+            while time.monotonic() < end:
+                sim += 0.01
+                msg = Clock()
+                msg.clock.sec, msg.clock.nanosec = int(sim), int(round((sim % 1) * 1e9)) % 10**9
+                clock.publish(msg)
+                collector.executor.spin_once(timeout_sec=0.01)
+            return sim
+
+        assert not ours(), "a timer fired before /clock started"
+        sim = advance(3.0, sim0)
+        running = ours()
+        assert len(running) >= 3, log.read_text()
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in running]
+        assert all(sim0 <= s <= sim for s in stamps) and stamps == sorted(stamps)
+        collector.spin_until(lambda: False, 2.0)  # /clock stopped: so do the timers
+        assert len(ours()) <= len(running) + 1  # at most one already on its way
